@@ -1,0 +1,51 @@
+"""``HFExportCallback``: save the policy and its tokenizer in Hugging Face format."""
+
+from __future__ import annotations
+
+import os
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info
+
+
+class HFExportCallback(Callback):
+    """Writes ``policy.save_pretrained`` and the data module's tokenizer into ``<log_dir>/<dirname>`` at the
+    end of ``fit``, and, with ``every_n_train_steps``, into ``<log_dir>/<dirname>/step-<N>`` during it.
+    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
+
+    Only global rank 0 writes.
+
+    Args:
+        dirname: Folder inside the run's log directory (or an absolute path).
+        every_n_train_steps: Also export every N optimizer steps. ``None``: only at the end of fit.
+    """
+
+    def __init__(self, dirname: str = "hf_model", every_n_train_steps: int | None = None) -> None:
+        self.dirname = dirname
+        self.every_n_train_steps = every_n_train_steps
+        self.last_export: str | None = None
+        self._last_step: int | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        n = self.every_n_train_steps
+        step = trainer.global_step
+        if n and step > 0 and step % n == 0 and step != self._last_step:
+            self._last_step = step
+            self.export(trainer, pl_module, os.path.join(self._root(trainer), f"step-{step}"))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.export(trainer, pl_module, self._root(trainer))
+
+    def _root(self, trainer: pl.Trainer) -> str:
+        return os.path.join(trainer.log_dir or trainer.default_root_dir, self.dirname)
+
+    def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str) -> None:
+        if trainer.is_global_zero:
+            pl_module.policy.save_pretrained(path)
+            tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
+            if tokenizer is not None:
+                tokenizer.save_pretrained(path)
+            rank_zero_info(f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}")
+        self.last_export = path
+        trainer.strategy.barrier()

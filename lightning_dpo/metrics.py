@@ -1,0 +1,91 @@
+"""Per-pair statistics behind the logged metrics, and torchmetrics that reduce them across devices.
+
+Names and definitions follow TRL's DPOTrainer: ``rewards/*`` are β·log-ratios (detached), an accuracy
+counts pairs whose chosen reward is strictly larger (ties count 0, so accuracy is 0 while the policy
+equals the reference), ``logps/*`` are summed completion log-probs, and ``logits/*`` are the mean
+vocabulary logit over all completion tokens (token-weighted).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from lightning_dpo.logps import SequenceLogps
+from lightning_dpo.losses import PreferenceLossOutput
+
+METRIC_NAMES = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+)
+
+
+class Stat(NamedTuple):
+    """A metric's per-pair values ``(B,)`` and their weights ``(B,)`` for the mean."""
+
+    values: Tensor
+    weights: Tensor
+
+
+def pair_statistics(out: PreferenceLossOutput, chosen: SequenceLogps, rejected: SequenceLogps) -> dict[str, Stat]:
+    """Every metric of ``METRIC_NAMES`` as per-pair values and weights, all detached."""
+    ones = torch.ones_like(out.chosen_rewards)
+    margins = out.chosen_rewards - out.rejected_rewards
+    return {
+        "loss": Stat(out.losses.detach(), ones),
+        "rewards/chosen": Stat(out.chosen_rewards, ones),
+        "rewards/rejected": Stat(out.rejected_rewards, ones),
+        "rewards/margins": Stat(margins, ones),
+        "rewards/accuracies": Stat((margins > 0).to(ones.dtype), ones),
+        "logps/chosen": Stat(chosen.logps.detach(), ones),
+        "logps/rejected": Stat(rejected.logps.detach(), ones),
+        # Token-weighted: Σ logits_sum / Σ num_tokens over the batch.
+        "logits/chosen": _per_token(chosen),
+        "logits/rejected": _per_token(rejected),
+    }
+
+
+def _per_token(seq: SequenceLogps) -> Stat:
+    tokens = seq.num_tokens.to(seq.logits_sum.dtype)
+    return Stat(seq.logits_sum / tokens.clamp(min=1), tokens)
+
+
+def weighted_mean(stat: Stat) -> Tensor:
+    return (stat.values * stat.weights).sum() / stat.weights.sum().clamp(min=torch.finfo(stat.values.dtype).tiny)
+
+
+class PreferenceMetrics(nn.Module):
+    """One ``MeanMetric`` per metric name, for epoch-level (validation/test) logging.
+
+    ``MeanMetric`` accumulates weighted sums and reduces them across processes at ``compute()``, so
+    ``val/*`` values are exact over the whole split under DDP, not a mean of per-rank means.
+    """
+
+    def __init__(self, names: tuple[str, ...] = METRIC_NAMES) -> None:
+        super().__init__()
+        # nn.ModuleDict keys cannot contain '.', and '/' reads badly in state dicts: map to '__'.
+        self.means = nn.ModuleDict({self._key(name): MeanMetric() for name in names})
+        self.names = names
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace("/", "__")
+
+    def update(self, stats: dict[str, Stat]) -> None:
+        for name in self.names:
+            stat = stats[name]
+            self.means[self._key(name)].update(stat.values.float(), stat.weights.float())
+
+    def items(self):
+        """(name, MeanMetric) pairs, to pass metric objects to ``LightningModule.log``."""
+        return ((name, self.means[self._key(name)]) for name in self.names)

@@ -1,0 +1,63 @@
+"""Loading causal LMs and tokenizers from Hugging Face ids, local directories or the embedded default."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lightning_dpo.embedded import is_embedded, resolve_model
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained`` with the embedded default resolved.
+
+    ``dtype``: ``None`` (float32 weights; let the Trainer's ``precision`` decide compute), ``"auto"``
+    (the checkpoint's own dtype), or ``"float32"`` / ``"bfloat16"`` / ``"float16"``.
+    """
+    if dtype not in (None, "auto", *_DTYPES):
+        raise ValueError(f"dtype must be one of None, 'auto', {list(_DTYPES)}; got {dtype!r}")
+    kwargs: dict = {"trust_remote_code": trust_remote_code, "local_files_only": is_embedded(name_or_path)}
+    kwargs["dtype"] = _DTYPES.get(dtype, torch.float32) if dtype != "auto" else "auto"
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), **kwargs)
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained`` with the embedded default resolved. A missing pad token falls
+    back to EOS (masks come from lengths, so padding with EOS is harmless)."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model(name_or_path), trust_remote_code=trust_remote_code, local_files_only=is_embedded(name_or_path)
+    )
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {name_or_path!r} has no EOS token; DPO completions must end with one")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Zero every dropout probability (TRL's ``disable_dropout``): ``nn.Dropout`` modules and the float
+    ``attention_dropout`` that attention layers apply functionally. With dropout off, a policy equal to its
+    reference gives rewards of exactly 0 and a loss of exactly ln 2. The config is left as loaded, so an
+    exported model keeps its original dropout settings."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
+def vocab_size(model: PreTrainedModel) -> int:
+    """Rows of the output embedding: the size of the distribution the log-probs are taken over."""
+    head = model.get_output_embeddings()
+    return head.weight.shape[0] if head is not None else model.config.vocab_size

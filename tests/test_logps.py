@@ -1,0 +1,55 @@
+"""Sequence log-probs against a naive per-token loop."""
+
+import torch
+
+from lightning_dpo.data.collate import PreferenceCollator
+from lightning_dpo.logps import sequence_logps
+
+
+def naive_logps(logits, input_ids, prompt_len, total_len):
+    """Σ log softmax(logits[t-1])[token_t] for t in the completion, one token at a time."""
+    total = torch.zeros((), dtype=torch.float64)
+    for t in range(prompt_len, total_len):
+        total = total + torch.log_softmax(logits[t - 1].double(), -1)[input_ids[t]]
+    return total
+
+
+def test_matches_naive_loop_with_pad_equal_to_eos():
+    eos = 2
+    pairs = [
+        # the chosen completion ends with a real EOS; padding is also EOS
+        {"prompt_input_ids": [1, 5, 6], "chosen_input_ids": [7, 8, eos], "rejected_input_ids": [9, eos]},
+        {"prompt_input_ids": [1, 5], "chosen_input_ids": [eos], "rejected_input_ids": [3, 4, 7, 8, eos]},
+    ]
+    batch = PreferenceCollator(pad_token_id=eos)(pairs)
+    torch.manual_seed(0)
+    logits = torch.randn(4, batch["input_ids"].shape[1], 11, requires_grad=True)
+    out = sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
+
+    rows = [(p["prompt_input_ids"], p["chosen_input_ids"]) for p in pairs]
+    rows += [(p["prompt_input_ids"], p["rejected_input_ids"]) for p in pairs]
+    for i, (prompt, completion) in enumerate(rows):
+        expected = naive_logps(logits[i], batch["input_ids"][i], len(prompt), len(prompt) + len(completion))
+        assert torch.allclose(out.logps[i].double(), expected, atol=1e-5)
+        assert out.num_tokens[i] == len(completion)  # every EOS counted, padding never
+        naive_mean_logit = sum(logits[i, t - 1].mean() for t in range(len(prompt), len(prompt) + len(completion)))
+        assert torch.allclose(out.logits_sum[i], naive_mean_logit, atol=1e-5)
+
+    # Gradients agree too.
+    out.logps.sum().backward()
+    fast_grad = logits.grad.clone()
+    logits.grad = None
+    sum(naive_logps(logits[i], batch["input_ids"][i], len(p), len(p) + len(c)) for i, (p, c) in enumerate(rows)).backward()
+    assert torch.allclose(fast_grad, logits.grad.float(), atol=1e-6)
+
+
+def test_prompt_and_padding_never_count():
+    batch = PreferenceCollator(pad_token_id=0)(
+        [{"prompt_input_ids": [1, 2, 3], "chosen_input_ids": [4], "rejected_input_ids": [5, 6, 7, 8]}]
+    )
+    logits = torch.randn(2, batch["input_ids"].shape[1], 9)
+    base = sequence_logps(logits, batch["input_ids"], batch["completion_mask"]).logps
+    # Changing logits that predict prompt tokens, or that sit at the last position / on padding, changes nothing.
+    logits[:, :2] += 100.0
+    logits[0, 4:] -= 50.0  # chosen row: tokens 0..3 real, 4.. padding
+    assert torch.allclose(sequence_logps(logits, batch["input_ids"], batch["completion_mask"]).logps, base)
