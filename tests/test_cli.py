@@ -66,7 +66,23 @@ def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data
     model = AutoModelForCausalLM.from_pretrained(run / "hf_model")
     tokenizer = AutoTokenizer.from_pretrained(run / "hf_model")
     assert model.config.hidden_size == 32 and tokenizer.eos_token == "</s>"
-    assert list((run / "checkpoints").glob("*.ckpt"))
+
+    # The checkpoint (no reference weights in it) restores through the CLI.
+    (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
+    main(
+        [
+            "validate",
+            f"--model.model_name_or_path={tiny_model_dir}",
+            f"--data.dataset={tiny_data_dir}",
+            f"--ckpt_path={checkpoint}",
+            "--weights_only=true",
+            "--trainer.limit_val_batches=2",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    with open(tmp_path / "lightning_logs" / "version_1" / "metrics.csv") as f:
+        (validated,) = list(csv.DictReader(f))
+    assert validated["val/rewards/accuracies"] == accuracies[-1]
 
 
 @pytest.mark.parametrize("config", sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
