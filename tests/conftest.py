@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_dpo.embedded import DEFAULT_DATASET, DEFAULT_MODEL, resolve_dataset, resolve_model
+
+# Tests never touch the network: fail fast instead of waiting on a Hub lookup.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def _read_jsonl(path: Path, n: int) -> list[dict]:

@@ -90,3 +90,12 @@ def test_every_shipped_config_parses(config, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(config), "--print_config"])
     assert yaml.safe_load(capsys.readouterr().out)["model"]["model_name_or_path"]
+
+
+def test_no_arguments_at_all_runs_fit_on_the_default(monkeypatch):
+    import lightning_dpo.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "DPOCLI", lambda args=None: seen.setdefault("args", args))
+    assert cli.main([]) == 0
+    assert seen["args"] == ["fit", "--config", str(DEFAULT_CONFIG)]
