@@ -38,10 +38,15 @@ class Stat(NamedTuple):
 
 
 def pair_statistics(out: PreferenceLossOutput, chosen: SequenceLogps, rejected: SequenceLogps) -> dict[str, Stat]:
-    """Every metric of ``METRIC_NAMES`` as per-pair values and weights, all detached."""
+    """Every metric of ``METRIC_NAMES`` as per-pair values and weights, all detached; plus ``nll_loss`` when
+    the loss computed it (weighted by chosen tokens, so that means over batches stay token means)."""
     ones = torch.ones_like(out.chosen_rewards)
     margins = out.chosen_rewards - out.rejected_rewards
+    extra = {}
+    if out.nll_loss is not None:
+        extra["nll_loss"] = Stat(out.nll_loss.expand_as(ones), chosen.num_tokens.to(ones.dtype))
     return {
+        **extra,
         "loss": Stat(out.losses.detach(), ones),
         "rewards/chosen": Stat(out.chosen_rewards, ones),
         "rewards/rejected": Stat(out.rejected_rewards, ones),

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from lightning_dpo.embedded import DEFAULT_MODEL
 from lightning_dpo.logps import SequenceLogps, completion_logps
-from lightning_dpo.losses import get_loss_spec, preference_loss
-from lightning_dpo.metrics import PreferenceMetrics, Stat, pair_statistics, weighted_mean
+from lightning_dpo.losses import loss_specs, preference_loss
+from lightning_dpo.metrics import METRIC_NAMES, PreferenceMetrics, Stat, pair_statistics, weighted_mean
 from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.models import load_causal_lm, vocab_size
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
@@ -39,9 +39,21 @@ class DPOModule(pl.LightningModule):
             policy as loaded.
         reference_mode: Where reference log-probs come from: ``auto`` (``frozen`` for losses that use a
             reference, ``none`` for reference-free ones), ``frozen``, or ``none`` (reference-free).
-        loss_type: A loss registered in ``lightning_dpo.losses.LOSSES``: ``sigmoid`` (DPO), ``hinge``, ``ipo``.
-        beta: β, the strength of the implicit KL penalty to the reference (the paper uses 0.1).
-        label_smoothing: ε of conservative DPO: the assumed probability that a pair's label is flipped.
+        loss_type: A loss registered in ``lightning_dpo.losses.LOSSES`` (``sigmoid`` is DPO; see the README
+            for all), an importable dotted path to a loss function, or a list of them to combine.
+        loss_weights: One weight per loss type when combining (default all 1): Σ wᵢ·mean(lossᵢ), as in TRL.
+        beta: β, the strength of the implicit KL penalty to the reference (the paper uses 0.1); τ for IPO,
+            λ for ORPO.
+        label_smoothing: ε: the assumed probability that a pair's label is flipped (cDPO, robust, EXO, AOT,
+            SimPO).
+        discopop_tau: τ of DiscoPOP's log-ratio modulation.
+        simpo_gamma: SimPO's target reward margin γ (absolute, as in the SimPO paper).
+        ld_alpha: LD-DPO: weight of completion tokens past the shorter completion of each pair (1 = DPO).
+        use_weighting: WPO: weight each pair by the policy's per-token-normalised probability of both
+            completions.
+        f_divergence_type: f-DPO: the divergence to the reference (``reverse_kl`` is DPO).
+        f_alpha_divergence_coef: α of ``alpha_divergence``.
+        rpo_alpha: RPO: add α·NLL of the chosen completion to the loss.
         disable_dropout: Zero all dropout in policy and reference (TRL's default), so that a policy equal
             to its reference gives rewards of exactly 0.
         dtype: Weight dtype at load: ``None`` (float32), ``auto`` (the checkpoint's), ``bfloat16``, ...
@@ -58,9 +70,17 @@ class DPOModule(pl.LightningModule):
         model_name_or_path: str = DEFAULT_MODEL,
         ref_model_name_or_path: str | None = None,
         reference_mode: Literal["auto", "frozen", "none"] = "auto",
-        loss_type: str = "sigmoid",
+        loss_type: str | list[str] = "sigmoid",
+        loss_weights: list[float] | None = None,
         beta: float = 0.1,
         label_smoothing: float = 0.0,
+        discopop_tau: float = 0.05,
+        simpo_gamma: float = 0.5,
+        ld_alpha: float | None = None,
+        use_weighting: bool = False,
+        f_divergence_type: Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"] = "reverse_kl",
+        f_alpha_divergence_coef: float = 0.5,
+        rpo_alpha: float | None = None,
         disable_dropout: bool = True,
         dtype: str | None = None,
         attn_implementation: str | None = None,
@@ -74,16 +94,20 @@ class DPOModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.loss_spec = get_loss_spec(loss_type)
-        self.resolved_reference_mode = resolve_reference_mode(reference_mode, self.loss_spec, loss_type)
+        specs = loss_specs(loss_type)
+        if ld_alpha is not None and not 0.0 <= ld_alpha <= 1.0:
+            raise ValueError(f"ld_alpha must lie in [0, 1], got {ld_alpha}")
+        self.logs_nll = rpo_alpha is not None or any(spec.needs_nll for spec in specs)
+        self.resolved_reference_mode = resolve_reference_mode(reference_mode, specs, loss_type)
 
         self.policy: nn.Module | None = None
         load_separate = partial(self._load, ref_model_name_or_path) if ref_model_name_or_path else None
         self.reference: Reference = make_reference(
             self.resolved_reference_mode, load_separate, ref_model_name_or_path
         )
-        self.val_metrics = PreferenceMetrics()
-        self.test_metrics = PreferenceMetrics()
+        names = (*METRIC_NAMES, "nll_loss") if self.logs_nll else METRIC_NAMES
+        self.val_metrics = PreferenceMetrics(names)
+        self.test_metrics = PreferenceMetrics(names)
         # The reference's weights can be rebuilt from the model source: keep them out of checkpoints.
         self.register_state_dict_post_hook(_drop_reference_state)
         self.register_load_state_dict_post_hook(_ignore_missing_reference_state)
@@ -121,8 +145,9 @@ class DPOModule(pl.LightningModule):
 
         Returns the mean loss and the per-pair statistics behind every metric.
         """
-        policy = completion_logps(self.policy, batch)  # (2B,) sums
-        reference = self.reference.logps(batch)  # (2B,) or None
+        hp = self.hparams
+        policy = completion_logps(self.policy, batch, ld_alpha=hp.ld_alpha, with_wpo=hp.use_weighting)  # (2B,)
+        reference = self.reference.logps(batch, ld_alpha=hp.ld_alpha)  # (2B,) or None
         chosen, rejected = _split_pairs(policy)
         ref_chosen, ref_rejected = _split_pairs(reference) if reference is not None else (None, None)
         out = preference_loss(
@@ -130,11 +155,20 @@ class DPOModule(pl.LightningModule):
             rejected.logps,
             ref_chosen.logps if ref_chosen is not None else None,
             ref_rejected.logps if ref_rejected is not None else None,
-            loss_type=self.hparams.loss_type,
-            beta=self.hparams.beta,
-            label_smoothing=self.hparams.label_smoothing,
+            loss_type=hp.loss_type,
+            loss_weights=hp.loss_weights,
+            beta=hp.beta,
+            label_smoothing=hp.label_smoothing,
+            discopop_tau=hp.discopop_tau,
+            simpo_gamma=hp.simpo_gamma,
+            f_divergence_type=hp.f_divergence_type,
+            f_alpha_divergence_coef=hp.f_alpha_divergence_coef,
+            rpo_alpha=hp.rpo_alpha,
             chosen_lengths=chosen.num_tokens,
             rejected_lengths=rejected.num_tokens,
+            chosen_nll_logps=chosen.raw_logps,
+            # WPO (Zhou et al. 2024, arXiv 2406.11827, Eq. 2): w = exp(mean aligned log p) of both completions.
+            pair_weights=torch.exp(chosen.wpo_log_weights + rejected.wpo_log_weights) if hp.use_weighting else None,
         )
         return out.losses.mean(), pair_statistics(out, chosen, rejected)
 
@@ -206,8 +240,8 @@ class DPOModule(pl.LightningModule):
 
 
 def _split_pairs(seq: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:
-    """(2B,) tensors -> chosen (first B) and rejected (last B)."""
-    halves = [t.chunk(2) for t in seq]
+    """(2B,) tensors -> chosen (first B) and rejected (last B); absent (None) fields stay absent."""
+    halves = [t.chunk(2) if t is not None else (None, None) for t in seq]
     return SequenceLogps(*(h[0] for h in halves)), SequenceLogps(*(h[1] for h in halves))
 
 

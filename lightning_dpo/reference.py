@@ -11,7 +11,7 @@ Each way is a small :class:`Reference` strategy, chosen by ``reference_mode``; t
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +31,9 @@ class Reference(nn.Module):
     def build(self, policy: nn.Module) -> None:
         """Create the reference from the (already built) policy. Must be idempotent."""
 
-    def logps(self, batch: dict[str, Tensor]) -> SequenceLogps | None:
-        """Reference log-probs for the concatenated batch, ``(2B,)``, or ``None`` when reference-free."""
+    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps | None:
+        """Reference log-probs for the concatenated batch, ``(2B,)``, or ``None`` when reference-free.
+        ``ld_alpha``: LD-DPO's weighting, applied as to the policy's log-probs."""
         return None
 
 
@@ -69,9 +70,9 @@ class FrozenReference(Reference):
         return super().train(False)
 
     @torch.no_grad()
-    def logps(self, batch: dict[str, Tensor]) -> SequenceLogps:
+    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps:
         assert self.model is not None, "FrozenReference.build() was not called (DPOModule.configure_model)"
-        return completion_logps(self.model, batch)
+        return completion_logps(self.model, batch, ld_alpha=ld_alpha)
 
 
 def check_same_vocabulary(policy: nn.Module, reference: nn.Module, source: str | None) -> None:
@@ -89,13 +90,17 @@ def check_same_vocabulary(policy: nn.Module, reference: nn.Module, source: str |
 REFERENCE_MODES = ("auto", "frozen", "none")
 
 
-def resolve_reference_mode(mode: str, loss: LossSpec, loss_type: str) -> str:
-    """Turn ``auto`` into a concrete mode and reject combinations that make no sense."""
+def resolve_reference_mode(mode: str, losses: Sequence[LossSpec], loss_type: object) -> str:
+    """Turn ``auto`` into a concrete mode and reject combinations that make no sense.
+
+    A combination of losses needs a reference when any of them does; it is reference-free only when all are.
+    """
     if mode not in REFERENCE_MODES:
         raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {mode!r}")
+    uses_reference = any(spec.uses_reference for spec in losses)
     if mode == "auto":
-        return "frozen" if loss.uses_reference else "none"
-    if mode != "none" and not loss.uses_reference:
+        return "frozen" if uses_reference else "none"
+    if mode != "none" and not uses_reference:
         raise ValueError(
             f"loss_type {loss_type!r} is reference-free but reference_mode={mode!r} asks for a reference model; "
             "use reference_mode 'auto' or 'none'"

@@ -53,3 +53,45 @@ def test_prompt_and_padding_never_count():
     logits[:, :2] += 100.0
     logits[0, 4:] -= 50.0  # chosen row: tokens 0..3 real, 4.. padding
     assert torch.allclose(sequence_logps(logits, batch["input_ids"], batch["completion_mask"]).logps, base)
+
+
+def _pairs_batch():
+    pairs = [
+        {"prompt_input_ids": [1, 5], "chosen_input_ids": [7, 8, 9, 2], "rejected_input_ids": [3, 2]},
+        {"prompt_input_ids": [1], "chosen_input_ids": [4, 2], "rejected_input_ids": [6, 6, 6, 6, 2]},
+    ]
+    batch = PreferenceCollator(pad_token_id=0)(pairs)
+    torch.manual_seed(1)
+    return pairs, batch, torch.randn(4, batch["input_ids"].shape[1], 11, dtype=torch.float64)
+
+
+def test_length_desensitized_sums_match_a_loop():
+    pairs, batch, logits = _pairs_batch()
+    alpha = 0.3
+    out = sequence_logps(logits, batch["input_ids"], batch["completion_mask"], ld_alpha=alpha)
+    rows = [(p["prompt_input_ids"], p["chosen_input_ids"]) for p in pairs]
+    rows += [(p["prompt_input_ids"], p["rejected_input_ids"]) for p in pairs]
+    for i, (prompt, completion) in enumerate(rows):
+        pair = pairs[i % 2]
+        shared = min(len(pair["chosen_input_ids"]), len(pair["rejected_input_ids"]))
+        expected = 0.0
+        for k in range(len(completion)):
+            t = len(prompt) + k
+            logp = torch.log_softmax(logits[i, t - 1], -1)[batch["input_ids"][i, t]]
+            expected += logp if k < shared else alpha * logp
+        assert torch.allclose(out.logps[i], expected)
+        assert torch.allclose(out.raw_logps[i], naive_logps(logits[i], batch["input_ids"][i], len(prompt), len(prompt) + len(completion)))
+    plain = sequence_logps(logits, batch["input_ids"], batch["completion_mask"], ld_alpha=1.0)
+    assert torch.allclose(plain.logps, plain.raw_logps)
+
+
+def test_wpo_log_weights_match_a_loop():
+    pairs, batch, logits = _pairs_batch()
+    out = sequence_logps(logits, batch["input_ids"], batch["completion_mask"], with_wpo=True)
+    for i in range(4):
+        positions = batch["completion_mask"][i].nonzero().flatten().tolist()
+        total = 0.0
+        for t in positions:
+            p = torch.softmax(logits[i, t - 1], -1)
+            total += torch.log(p[batch["input_ids"][i, t]]) - torch.log((p**2).sum())
+        assert torch.allclose(out.wpo_log_weights[i], total / len(positions))
