@@ -17,11 +17,13 @@ def load_causal_lm(
     dtype: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    quantization: dict | None = None,
 ) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` with the embedded default resolved.
 
     ``dtype``: ``None`` (float32 weights; let the Trainer's ``precision`` decide compute), ``"auto"``
-    (the checkpoint's own dtype), or ``"float32"`` / ``"bfloat16"`` / ``"float16"``.
+    (the checkpoint's own dtype), or ``"float32"`` / ``"bfloat16"`` / ``"float16"``. ``quantization``:
+    ``BitsAndBytesConfig`` keys for a k-bit base (QLoRA; needs a GPU and ``bitsandbytes``).
     """
     if dtype not in (None, "auto", *_DTYPES):
         raise ValueError(f"dtype must be one of None, 'auto', {list(_DTYPES)}; got {dtype!r}")
@@ -29,6 +31,10 @@ def load_causal_lm(
     kwargs["dtype"] = _DTYPES.get(dtype, torch.float32) if dtype != "auto" else "auto"
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None:  # QLoRA: a k-bit base through bitsandbytes (GPU only)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(**quantization)
     return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path), **kwargs)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +24,7 @@ from lightning_dpo.metrics import METRIC_NAMES, PreferenceMetrics, Stat, pair_st
 from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.models import load_causal_lm, vocab_size
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
+from lightning_dpo.adapters import apply_lora
 from lightning_dpo.reference import Reference, make_reference, resolve_reference_mode
 
 Stage = Literal["train", "val", "test"]
@@ -38,7 +39,15 @@ class DPOModule(pl.LightningModule):
         ref_model_name_or_path: A separate reference model (same vocabulary). ``None``: a frozen copy of the
             policy as loaded.
         reference_mode: Where reference log-probs come from: ``auto`` (``frozen`` for losses that use a
-            reference, ``none`` for reference-free ones), ``frozen``, or ``none`` (reference-free).
+            reference, ``none`` for reference-free ones), ``frozen`` (a frozen copy), ``adapter`` (the LoRA
+            policy with its adapter disabled; needs ``lora``), or ``none`` (reference-free).
+        lora: Train a LoRA adapter instead of all weights: ``peft.LoraConfig`` keys, e.g.
+            ``{r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}`` (needs ``peft``).
+        quantization: Load the base in k-bit for QLoRA: ``transformers.BitsAndBytesConfig`` keys, e.g.
+            ``{load_in_4bit: true, bnb_4bit_quant_type: nf4}`` (needs a GPU and ``bitsandbytes``).
+        sync_ref_model: TR-DPO: move the reference towards the policy every ``ref_model_sync_steps``.
+        ref_model_mixup_alpha: TR-DPO's α: reference ← α·policy + (1 − α)·reference (1 is a hard update).
+        ref_model_sync_steps: TR-DPO's period, in optimizer steps.
         loss_type: A loss registered in ``lightning_dpo.losses.LOSSES`` (``sigmoid`` is DPO; see the README
             for all), an importable dotted path to a loss function, or a list of them to combine.
         loss_weights: One weight per loss type when combining (default all 1): Σ wᵢ·mean(lossᵢ), as in TRL.
@@ -69,7 +78,12 @@ class DPOModule(pl.LightningModule):
         self,
         model_name_or_path: str = DEFAULT_MODEL,
         ref_model_name_or_path: str | None = None,
-        reference_mode: Literal["auto", "frozen", "none"] = "auto",
+        reference_mode: Literal["auto", "frozen", "adapter", "none"] = "auto",
+        lora: dict[str, Any] | None = None,
+        quantization: dict[str, Any] | None = None,
+        sync_ref_model: bool = False,
+        ref_model_mixup_alpha: float = 0.6,
+        ref_model_sync_steps: int = 512,
         loss_type: str | list[str] = "sigmoid",
         loss_weights: list[float] | None = None,
         beta: float = 0.1,
@@ -103,14 +117,15 @@ class DPOModule(pl.LightningModule):
         self.policy: nn.Module | None = None
         load_separate = partial(self._load, ref_model_name_or_path) if ref_model_name_or_path else None
         self.reference: Reference = make_reference(
-            self.resolved_reference_mode, load_separate, ref_model_name_or_path
+            self.resolved_reference_mode, load_separate, ref_model_name_or_path, sync=sync_ref_model
         )
+        self._last_sync_step = -1
         names = (*METRIC_NAMES, "nll_loss") if self.logs_nll else METRIC_NAMES
         self.val_metrics = PreferenceMetrics(names)
         self.test_metrics = PreferenceMetrics(names)
         # The reference's weights can be rebuilt from the model source: keep them out of checkpoints.
-        self.register_state_dict_post_hook(_drop_reference_state)
-        self.register_load_state_dict_post_hook(_ignore_missing_reference_state)
+        self.register_state_dict_post_hook(_drop_rebuildable_state)
+        self.register_load_state_dict_post_hook(_ignore_missing_rebuildable_state)
 
     def _load(self, name_or_path: str) -> nn.Module:
         model = load_causal_lm(
@@ -118,6 +133,7 @@ class DPOModule(pl.LightningModule):
             dtype=self.hparams.dtype,
             attn_implementation=self.hparams.attn_implementation,
             trust_remote_code=self.hparams.trust_remote_code,
+            quantization=self.hparams.quantization,
         )
         if self.hparams.disable_dropout:
             _disable_dropout(model)
@@ -130,9 +146,11 @@ class DPOModule(pl.LightningModule):
         if self.policy is not None:
             return
         policy = self._load(self.hparams.model_name_or_path)
+        if self.hparams.lora is not None:
+            policy = apply_lora(policy, dict(self.hparams.lora))
         policy.train()  # from_pretrained returns eval mode; the trainer keeps modules' modes as they are
         self.policy = policy
-        self.reference.build(self.policy)
+        self.reference.prepare(self.policy)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Policy logits, (N, T, V)."""
@@ -228,6 +246,13 @@ class DPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._check_tokenizer_fits()
+        self.reference.before_fit(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.trainer.global_step  # optimizer steps; several batches share one under accumulation
+        if self.hparams.sync_ref_model and step % self.hparams.ref_model_sync_steps == 0 and step != self._last_sync_step:
+            self._last_sync_step = step
+            self.reference.sync(self.policy, self.hparams.ref_model_mixup_alpha)
 
     def _check_tokenizer_fits(self) -> None:
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None) if self.trainer.datamodule else None
@@ -245,15 +270,28 @@ def _split_pairs(seq: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:
     return SequenceLogps(*(h[0] for h in halves)), SequenceLogps(*(h[1] for h in halves))
 
 
-def _drop_reference_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    if module.reference.in_checkpoint:
-        return
-    for key in [k for k in state_dict if k.startswith(prefix + "reference.")]:
+def _rebuildable(module: DPOModule) -> Callable[[str], bool]:
+    """Which state-dict keys ``configure_model`` rebuilds from the model source, so that checkpoints need not
+    hold them: the reference (unless TR-DPO moved it), and frozen policy weights such as a LoRA base."""
+    frozen = set()
+    if module.policy is not None:
+        frozen = {f"policy.{n}" for n, p in module.policy.named_parameters() if not p.requires_grad}
+        frozen = {k for k in frozen if not module.reference.keeps(k)}
+
+    def rebuildable(key: str) -> bool:
+        if key.startswith("reference."):
+            return not module.reference.in_checkpoint
+        return key in frozen
+
+    return rebuildable
+
+
+def _drop_rebuildable_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    rebuildable = _rebuildable(module)
+    for key in [k for k in state_dict if k.startswith(prefix) and rebuildable(k[len(prefix) :])]:
         del state_dict[key]
 
 
-def _ignore_missing_reference_state(module: nn.Module, incompatible_keys: Any) -> None:
-    if module.reference.in_checkpoint:
-        return
-    missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not k.startswith("reference.")]
+def _ignore_missing_rebuildable_state(module: nn.Module, incompatible_keys: Any) -> None:
+    rebuildable = _rebuildable(module)
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not rebuildable(k)]

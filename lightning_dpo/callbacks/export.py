@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+
+from lightning_dpo.adapters import is_peft_model
 
 
 class HFExportCallback(Callback):
@@ -14,16 +18,20 @@ class HFExportCallback(Callback):
     end of ``fit``, and, with ``every_n_train_steps``, into ``<log_dir>/<dirname>/step-<N>`` during it.
     ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
 
-    Only global rank 0 writes.
+    A LoRA policy is saved as its adapter alone (``PeftModel.from_pretrained`` loads it onto the base), or,
+    with ``merge_adapter``, merged into the base weights (``AutoModelForCausalLM`` loads it). Only global
+    rank 0 writes.
 
     Args:
         dirname: Folder inside the run's log directory (or an absolute path).
         every_n_train_steps: Also export every N optimizer steps. ``None``: only at the end of fit.
+        merge_adapter: For a LoRA policy, save the merged model instead of the adapter.
     """
 
-    def __init__(self, dirname: str = "hf_model", every_n_train_steps: int | None = None) -> None:
+    def __init__(self, dirname: str = "hf_model", every_n_train_steps: int | None = None, merge_adapter: bool = False):
         self.dirname = dirname
         self.every_n_train_steps = every_n_train_steps
+        self.merge_adapter = merge_adapter
         self.last_export: str | None = None
         self._last_step: int | None = None
 
@@ -42,10 +50,20 @@ class HFExportCallback(Callback):
 
     def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str) -> None:
         if trainer.is_global_zero:
-            pl_module.policy.save_pretrained(path)
+            save_policy(pl_module.policy, path, self.merge_adapter)
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
             if tokenizer is not None:
                 tokenizer.save_pretrained(path)
             rank_zero_info(f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}")
         self.last_export = path
         trainer.strategy.barrier()
+
+
+def save_policy(policy: nn.Module, path: str, merge_adapter: bool = False) -> None:
+    """``save_pretrained`` of the policy; a LoRA policy as its trained adapter, or merged into a copy."""
+    if not is_peft_model(policy):
+        policy.save_pretrained(path)
+    elif merge_adapter:
+        copy.deepcopy(policy).merge_and_unload().save_pretrained(path)  # merging in place would end training
+    else:
+        policy.save_pretrained(path, selected_adapters=[policy.active_adapter])  # not TR-DPO's frozen copy

@@ -1,0 +1,89 @@
+"""``frozen``: a frozen copy of the policy, or a separately loaded model."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from lightning_dpo.logps import SequenceLogps, completion_logps
+from lightning_dpo.models import vocab_size
+from lightning_dpo.reference.base import Reference
+
+
+class FrozenReference(Reference):
+    """A frozen model: a deep copy of the policy at build time, or the model ``load_separate()`` returns.
+
+    It stays in eval mode (``train()`` cannot switch it back), has ``requires_grad=False`` everywhere so it
+    gets no gradients and no optimizer state, and runs under ``torch.no_grad``.
+    """
+
+    supports_sync = True
+
+    def __init__(
+        self, load_separate: Callable[[], nn.Module] | None = None, source: str | None = None, sync: bool = False
+    ) -> None:
+        super().__init__(sync)
+        self._load_separate = load_separate
+        self._source = source
+        self.model: nn.Module | None = None
+
+    def prepare(self, policy: nn.Module) -> None:
+        if self.model is not None:
+            return
+        if self._load_separate is None:
+            model = copy.deepcopy(policy)
+        else:
+            model = self._load_separate()
+            check_same_vocabulary(policy, model, self._source)
+            if self.sync_enabled:
+                check_same_parameters(policy, model, self._source)
+        model.requires_grad_(False)
+        self.model = model
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenReference:
+        return super().train(False)
+
+    @torch.no_grad()
+    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps:
+        assert self.model is not None, "FrozenReference.prepare() was not called (DPOModule.configure_model)"
+        return completion_logps(self.model, batch, ld_alpha=ld_alpha)
+
+    @torch.no_grad()
+    def sync(self, policy: nn.Module, alpha: float) -> None:
+        """TR-DPO (Gorbatovski et al. 2024, arXiv 2404.09656): θ_ref ← α·θ + (1 − α)·θ_ref, parameter by
+        parameter (α = 1 is the hard update)."""
+        policy_params = dict(policy.named_parameters())
+        for name, ref_param in self.model.named_parameters():
+            ref_param.lerp_(policy_params[name].detach().to(ref_param.dtype), alpha)
+
+    @contextmanager
+    def as_reference(self) -> Iterator[nn.Module]:
+        yield self.model
+
+
+def check_same_vocabulary(policy: nn.Module, reference: nn.Module, source: str | None) -> None:
+    """DPO compares log-probs of the same token ids under both models: their vocabularies must match."""
+    policy_vocab, reference_vocab = vocab_size(policy), vocab_size(reference)
+    if policy_vocab != reference_vocab:
+        raise ValueError(
+            f"reference model {source!r} has a vocabulary of {reference_vocab} tokens but the policy has "
+            f"{policy_vocab}: DPO compares the log-probs of the same token ids under both models, so they must "
+            "share a tokenizer. Use a reference from the same model family, or leave ref_model_name_or_path unset "
+            "to copy the policy."
+        )
+
+
+def check_same_parameters(policy: nn.Module, reference: nn.Module, source: str | None) -> None:
+    """TR-DPO mixes weights parameter by parameter: names and shapes must match."""
+    policy_shapes = {n: p.shape for n, p in policy.named_parameters()}
+    reference_shapes = {n: p.shape for n, p in reference.named_parameters()}
+    if policy_shapes != reference_shapes:
+        raise ValueError(
+            f"sync_ref_model (TR-DPO) mixes policy weights into the reference, but reference {source!r} does not "
+            "have the policy's parameters (names and shapes); leave ref_model_name_or_path unset"
+        )
