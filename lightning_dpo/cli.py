@@ -71,5 +71,31 @@ def with_default_config(argv: list[str]) -> list[str]:
     return [argv[0], "--config", str(DEFAULT_CONFIG), *argv[1:]]
 
 
+def _evaluate(argv: list[str]) -> int | None:
+    """``lightning-dpo evaluate``: the reward–KL frontier and win rates (lightning_dpo.evaluation)."""
+    from lightning_dpo.evaluation.cli import main as evaluate_main
+
+    return evaluate_main(argv)
+
+
+def _plot(argv: list[str]) -> int | None:
+    """``lightning-dpo plot RUN_DIR``: a run's logged metrics as one PNG (lightning_dpo.plotting)."""
+    from lightning_dpo.plotting import main as plot_main
+
+    return plot_main(argv)
+
+
+def _data(argv: list[str]) -> int | None:
+    """``lightning-dpo data``: a dry run of the data pipeline that prints its report (lightning_dpo.data_report)."""
+    from lightning_dpo.data_report import main as data_main
+
+    return data_main(argv)
+
+
+EXTRA_COMMANDS["evaluate"] = _evaluate
+EXTRA_COMMANDS["plot"] = _plot
+EXTRA_COMMANDS["data"] = _data
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from functools import partial
 from typing import Any, Callable, Literal
 
 import pytorch_lightning as pl
@@ -25,6 +24,7 @@ from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.models import load_causal_lm, vocab_size
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
 from lightning_dpo.adapters import apply_lora
+from lightning_dpo.data.report import flatten_report
 from lightning_dpo.reference import Reference, make_reference, resolve_reference_mode
 
 Stage = Literal["train", "val", "test"]
@@ -40,7 +40,8 @@ class DPOModule(pl.LightningModule):
             policy as loaded.
         reference_mode: Where reference log-probs come from: ``auto`` (``frozen`` for losses that use a
             reference, ``none`` for reference-free ones), ``frozen`` (a frozen copy), ``adapter`` (the LoRA
-            policy with its adapter disabled; needs ``lora``), or ``none`` (reference-free).
+            policy with its adapter disabled; needs ``lora``), ``precomputed`` (computed once before training,
+            cached on disk, no model kept), or ``none`` (reference-free).
         lora: Train a LoRA adapter instead of all weights: ``peft.LoraConfig`` keys, e.g.
             ``{r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}`` (needs ``peft``).
         quantization: Load the base in k-bit for QLoRA: ``transformers.BitsAndBytesConfig`` keys, e.g.
@@ -48,6 +49,9 @@ class DPOModule(pl.LightningModule):
         sync_ref_model: TR-DPO: move the reference towards the policy every ``ref_model_sync_steps``.
         ref_model_mixup_alpha: TR-DPO's α: reference ← α·policy + (1 − α)·reference (1 is a hard update).
         ref_model_sync_steps: TR-DPO's period, in optimizer steps.
+        reference_cache_dir: Where ``precomputed`` caches reference log-probs (default
+            ``reference_logps/`` in the data cache directory).
+        precompute_batch_size: Pairs per forward pass when precomputing reference log-probs.
         loss_type: A loss registered in ``lightning_dpo.losses.LOSSES`` (``sigmoid`` is DPO; see the README
             for all), an importable dotted path to a loss function, or a list of them to combine.
         loss_weights: One weight per loss type when combining (default all 1): Σ wᵢ·mean(lossᵢ), as in TRL.
@@ -78,12 +82,14 @@ class DPOModule(pl.LightningModule):
         self,
         model_name_or_path: str = DEFAULT_MODEL,
         ref_model_name_or_path: str | None = None,
-        reference_mode: Literal["auto", "frozen", "adapter", "none"] = "auto",
+        reference_mode: Literal["auto", "frozen", "adapter", "precomputed", "none"] = "auto",
         lora: dict[str, Any] | None = None,
         quantization: dict[str, Any] | None = None,
         sync_ref_model: bool = False,
         ref_model_mixup_alpha: float = 0.6,
         ref_model_sync_steps: int = 512,
+        reference_cache_dir: str | None = None,
+        precompute_batch_size: int = 8,
         loss_type: str | list[str] = "sigmoid",
         loss_weights: list[float] | None = None,
         beta: float = 0.1,
@@ -115,9 +121,14 @@ class DPOModule(pl.LightningModule):
         self.resolved_reference_mode = resolve_reference_mode(reference_mode, specs, loss_type)
 
         self.policy: nn.Module | None = None
-        load_separate = partial(self._load, ref_model_name_or_path) if ref_model_name_or_path else None
         self.reference: Reference = make_reference(
-            self.resolved_reference_mode, load_separate, ref_model_name_or_path, sync=sync_ref_model
+            self.resolved_reference_mode,
+            self._load,
+            model_name_or_path,
+            ref_model_name_or_path,
+            sync=sync_ref_model,
+            cache_dir=reference_cache_dir,
+            precompute_batch_size=precompute_batch_size,
         )
         self._last_sync_step = -1
         names = (*METRIC_NAMES, "nll_loss") if self.logs_nll else METRIC_NAMES
@@ -246,7 +257,22 @@ class DPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._check_tokenizer_fits()
+        self._log_data_report()
         self.reference.before_fit(self)
+
+    def _log_data_report(self) -> None:
+        """What the data module read, kept, dropped (by reason) and truncated, logged with the run so that
+        nothing is dropped silently."""
+        report = getattr(self.trainer.datamodule, "data_report", None) if self.trainer.datamodule else None
+        if report and self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(flatten_report(report), step=0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["reference_state"] = self.reference.state_for_checkpoint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.reference.load_checkpoint_state(checkpoint.get("reference_state", {}))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.trainer.global_step  # optimizer steps; several batches share one under accumulation

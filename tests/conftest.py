@@ -63,3 +63,9 @@ def tiny_data_dir(tmp_path_factory) -> Path:
             for row in _read_jsonl(source / f"{split}.jsonl", n):
                 f.write(json.dumps(row) + "\n")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_caches(tmp_path_factory):
+    """Token and reference-log-prob caches go to a per-session temporary directory, never to ~/.cache."""
+    os.environ.setdefault("LIGHTNING_DPO_CACHE", str(tmp_path_factory.mktemp("lightning_dpo_cache")))

@@ -1,6 +1,7 @@
-"""Callbacks: reward-margin distributions and Hugging Face export."""
+"""Callbacks: reward-margin distributions, Hugging Face export and generation samples."""
 
 from lightning_dpo.callbacks.export import HFExportCallback
 from lightning_dpo.callbacks.rewards import RewardMarginCallback
+from lightning_dpo.callbacks.samples import GenerationSamples
 
-__all__ = ["HFExportCallback", "RewardMarginCallback"]
+__all__ = ["GenerationSamples", "HFExportCallback", "RewardMarginCallback"]

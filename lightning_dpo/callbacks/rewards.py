@@ -94,15 +94,16 @@ class RewardMarginCallback(Callback):
         self._write(trainer, "train", margin_summary(margins), margins)
 
     def _write(self, trainer: pl.Trainer, stage: str, stats: dict[str, float], margins: Tensor) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP (broadcast from rank 0): read it on every rank
         if not trainer.is_global_zero:
             return
         if self.histogram:
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_histogram(f"{stage}/margins", margins.float().cpu(), trainer.global_step)
-        if self.csv_name and trainer.log_dir is not None:
-            os.makedirs(trainer.log_dir, exist_ok=True)
-            path = os.path.join(trainer.log_dir, self.csv_name)
+        if self.csv_name and log_dir is not None:
+            os.makedirs(log_dir, exist_ok=True)
+            path = os.path.join(log_dir, self.csv_name)
             new = not os.path.exists(path)
             with open(path, "a", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)

@@ -6,6 +6,7 @@ through the model in a single forward pass:
     input_ids        (2B, T)  long   prompt + completion, then pad_token_id
     attention_mask   (2B, T)  long   1 on prompt + completion tokens
     completion_mask  (2B, T)  long   1 on completion tokens only
+    pair_index       (B,)     long   each pair's stable id, when the items carry one (``IndexedPairs``)
 
 T is the longest row in this batch (dynamic padding), rounded up to ``pad_to_multiple_of``. The masks
 come from lengths, never from comparing ids with the pad id, so a pad token equal to EOS is harmless.
@@ -40,4 +41,7 @@ class PreferenceCollator:
             input_ids[i, :end] = torch.tensor([*prompt, *completion], dtype=torch.long)
             attention_mask[i, :end] = 1
             completion_mask[i, len(prompt) : end] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+        if pairs and "pair_index" in pairs[0]:
+            batch["pair_index"] = torch.tensor([p["pair_index"] for p in pairs], dtype=torch.long)
+        return batch

@@ -1,56 +1,97 @@
-"""``PreferenceDataModule``: preference data from a source to concatenated, padded batches."""
+"""``PreferenceDataModule``: preference data from sources to concatenated, padded batches.
+
+    prepare_data (once per node)   read -> validate -> tokenise (datasets.map, num_proc) -> disk cache
+    setup (every rank)             load the cache -> carve validation -> mixture weights -> data_report
+    train_dataloader               StatefulDataLoader + PairSampler (seeded, sharded, resumable)
+"""
 
 from __future__ import annotations
 
 import random
 import warnings
-from typing import Any, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import datasets
+import numpy as np
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
+from lightning_dpo.data import cache
+from lightning_dpo.data.arrow import column
 from lightning_dpo.data.collate import PreferenceCollator
-from lightning_dpo.data.formats import PreferenceExample, to_example
-from lightning_dpo.data.sources import VALIDATION_SPLIT_NAMES, Row, read_splits
-from lightning_dpo.data.tokenize import tokenize_example
+from lightning_dpo.data.formats import check_columns
+from lightning_dpo.data.indexed import IndexedPairs, tokens_fingerprint
+from lightning_dpo.data.pipeline import SplitSource, build_split, first_bad_record
+from lightning_dpo.data.report import marked_example, skipped_warning, split_report
+from lightning_dpo.data.sampler import PairSampler
+from lightning_dpo.data.sources import VALIDATION_SPLIT_NAMES, DataSource, as_sources, fingerprint, read_splits
+from lightning_dpo.data.templates import resolve_chat_template
+from lightning_dpo.data.tokenize import TRUNCATION_MODES, TokenSettings, TruncationMode
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.models import load_tokenizer
+
+
+@dataclass
+class _Plan:
+    """One split to materialise: its sources and the cache key of their tokens."""
+
+    sources: list[SplitSource]
+    key: str
+    parts: dict[str, Any]
 
 
 class PreferenceDataModule(pl.LightningDataModule):
     """Reads (prompt, chosen, rejected) preference data, tokenises it and batches it for ``DPOModule``.
 
     Args:
-        dataset: A Hugging Face dataset id, a local ``.json``/``.jsonl``/``.parquet``/``.csv`` file, a glob,
-            a directory (files grouped into splits by name: ``train.jsonl``, ``val.jsonl``, ...), or
-            ``embedded:<name>``. The default is the bundled polite-vs-rude data set.
+        dataset: A Hugging Face dataset id, a local ``.json``/``.jsonl``/``.parquet``/``.csv`` file, a glob, a
+            directory (files grouped into splits by name: ``train.jsonl``, ``val.jsonl``, ...), or
+            ``embedded:<name>``. Or a list of sources to mix, each ``{path, config, split, weight, columns}``.
+            The default is the bundled polite-vs-rude data set.
         dataset_config: The configuration name of a Hub dataset, if it has several.
         train_split: The split to train on.
         val_split: The split to validate on. ``None``: a ``validation``/``val``/``valid``/``dev``/``test``
             split when the source has one, else ``val_size`` pairs carved out of the train split.
-        val_dataset: A separate source for validation (its ``val_split``, or its only split).
+        val_dataset: A separate source (or list of sources) for validation: its ``val_split``, or its only split.
         val_size: Pairs carved out of train for validation when no split is given: a fraction (< 1) or a count.
         tokenizer_name_or_path: The tokenizer. ``None``: the model's (``model.model_name_or_path``).
         max_length: Maximum tokens of prompt + completion; longer completions are cut at their end.
-        max_prompt_length: Maximum prompt tokens; longer prompts keep their last tokens (and BOS).
+        max_prompt_length: Maximum prompt tokens with ``truncation_mode=keep_end``; longer prompts keep their
+            last tokens (and BOS).
         batch_size: Preference pairs per device per step (each pair is two sequences).
         val_batch_size: Pairs per device per validation step. ``None``: ``batch_size``.
         num_workers: DataLoader worker processes.
         pad_to_multiple_of: Round each batch's padded length up to a multiple of this.
-        seed: Seed of the validation carve-out and of the training shuffle.
+        seed: Seed of the validation carve-out, the mixture's subsampling and the training order.
+        columns: Your column names by role, when they differ: ``{prompt: question, chosen: good, rejected: bad}``.
+        system_prompt: Put in front of every prompt: a system message in conversations (unless one is there),
+            the text itself in front of text prompts.
+        chat_template: A Jinja chat template (or a file with one) for conversational records, instead of the
+            tokenizer's own. It is also saved with the exported tokenizer.
+        truncation_mode: ``keep_end``: the prompt keeps its last ``max_prompt_length`` tokens, then a completion
+            that still overflows ``max_length`` loses its end. ``keep_start`` (TRL's default): prompt +
+            completion loses its end past ``max_length``.
+        strict: Stop at the first bad record (invalid JSON, missing/None or non-string field, empty completion,
+            chosen identical to rejected, exact duplicate, ...) with an error naming source, record and field.
+            ``False``: skip bad records, count them by reason and warn.
+        group_by_length: Batch training pairs of similar length together (seeded, shuffled batches) to cut
+            padding. ``False``: plain seeded shuffling.
+        cache_dir: Where tokenised splits are cached, keyed by the data and every setting that changes tokens.
+            ``None``: ``$LIGHTNING_DPO_CACHE``, else ``~/.cache/lightning_dpo``.
+        num_proc: Processes that tokenise. ``None``: one per 10,000 records, up to the CPU count.
     """
 
     def __init__(
         self,
-        dataset: str = DEFAULT_DATASET,
+        dataset: str | list[DataSource] = DEFAULT_DATASET,
         dataset_config: str | None = None,
         train_split: str = "train",
         val_split: str | None = None,
-        val_dataset: str | None = None,
+        val_dataset: str | list[DataSource] | None = None,
         val_size: float = 0.05,
         tokenizer_name_or_path: str | None = None,
         max_length: int = 512,
@@ -60,32 +101,129 @@ class PreferenceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pad_to_multiple_of: int | None = None,
         seed: int = 42,
+        columns: dict[str, str] | None = None,
+        system_prompt: str | None = None,
+        chat_template: str | None = None,
+        truncation_mode: TruncationMode = "keep_end",
+        strict: bool = False,
+        group_by_length: bool = False,
+        cache_dir: str | None = None,
+        num_proc: int | None = None,
     ) -> None:
         super().__init__()
-        if max_prompt_length is not None and max_prompt_length >= max_length:
+        if truncation_mode not in TRUNCATION_MODES:
+            raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+        if truncation_mode == "keep_end" and max_prompt_length is not None and max_prompt_length >= max_length:
             raise ValueError(
                 f"max_prompt_length ({max_prompt_length}) must be smaller than max_length ({max_length}) "
                 "to leave room for completion tokens"
             )
-        self.save_hyperparameters()
+        check_columns(columns)
+        for source in as_sources(dataset) + (as_sources(val_dataset) if val_dataset is not None else []):
+            check_columns(source.columns)
+        # Checkpoints keep only primitives (they load with weights_only=True): sources as plain dicts.
+        self.save_hyperparameters(ignore=["dataset", "val_dataset"])
+        self.hparams["dataset"] = _primitive(dataset)
+        self.hparams["val_dataset"] = _primitive(val_dataset)
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_data: datasets.Dataset | None = None
         self.val_data: datasets.Dataset | None = None
+        self.data_report: dict[str, dict[str, Any]] = {}
+        """Per split: records read, kept and dropped by reason, lengths, truncation, padding (see report.py)."""
+        self._plans: dict[str, _Plan] | None = None
+        self._settings: TokenSettings | None = None
+        self._memory: dict[str, tuple[datasets.Dataset, dict[str, Any]]] = {}
 
-    # -- setup ---------------------------------------------------------------------------------------
+    # -- preparing and loading -----------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Tokenise every split not yet in the cache (Lightning runs this once per node)."""
+        for plan in self._resolve().values():
+            self._materialise(plan, write=True)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is not None:  # idempotent: fit then test re-enters setup
             return
+        self._setup(write=True)
+
+    def dry_run(self) -> dict[str, dict[str, Any]]:
+        """Build the splits as ``setup`` does, reading the cache but writing nothing; return ``data_report``."""
+        self._setup(write=False, warn=False)
+        return self.data_report
+
+    def example(self) -> str:
+        """The first training pair decoded, with prompt and completion boundaries marked."""
+        return marked_example(self.tokenizer, self.train_data[0])
+
+    def _setup(self, write: bool, warn: bool = True) -> None:
+        hp = self.hparams
+        plans = self._resolve()
+        train, train_tally = self._materialise(plans["train"], write)
+        _require_pairs("train", hp.dataset, train, train_tally)
+        if "val" in plans:
+            val, val_tally = self._materialise(plans["val"], write)
+            _require_pairs("val", hp.val_dataset or hp.dataset, val, val_tally)
+        else:
+            train, val = _carve(train, hp.val_size, hp.seed)
+            val_tally = {"carved_from_train": True}
+        train_tally = {**train_tally, **({"carved_to_val": len(val)} if "val" not in plans else {})}
+        train = _apply_weights(train, plans["train"].sources, hp.seed)
+        _require_pairs("train", hp.dataset, train, {"read": len(train)})  # weights of 0 everywhere
+        self.train_data, self.val_data = train, val
+        self.data_report = {
+            "train": split_report(train_tally, train, hp.batch_size, hp.seed, hp.pad_to_multiple_of),
+            "val": split_report(val_tally, val, hp.val_batch_size or hp.batch_size, hp.seed, hp.pad_to_multiple_of),
+        }
+        for split, report in self.data_report.items():
+            message = skipped_warning(split, report) if warn else None
+            if message:
+                rank_zero_warn(message)
+            rank_zero_info(
+                f"{split}: {report['pairs']} pairs ({report['truncated']} truncated to max_length={hp.max_length})"
+            )
+
+    def _resolve(self) -> dict[str, _Plan]:
+        """Load the tokenizer, find each split's sources and the cache key of their tokens (once)."""
+        if self._plans is not None:
+            return self._plans
         hp = self.hparams
         self.tokenizer = load_tokenizer(self._tokenizer_source())
-        train_rows, val_rows = self._select_rows()
-        train = self._prepare(train_rows, "train")
-        if val_rows is None:
-            train, val = _carve(train, hp.val_size, hp.seed)
-        else:
-            val = self._prepare(val_rows, "val")
-        self.train_data, self.val_data = train, val
+        template = resolve_chat_template(hp.chat_template)
+        if template is not None:
+            self.tokenizer.chat_template = template  # so that an exported tokenizer carries it
+        settings = TokenSettings(hp.max_length, hp.max_prompt_length, hp.truncation_mode, template)
+        common = {
+            "tokenizer": cache.tokenizer_fingerprint(self.tokenizer),
+            "settings": asdict(settings),
+            "system_prompt": hp.system_prompt,
+        }
+        self._settings = settings
+        plans = {}
+        for split, sources in zip(("train", "val"), self._split_sources()):
+            if sources is not None:
+                data = [[s.name, fingerprint(s.rows), s.columns] for s in sources]
+                parts = {**common, "data": data}
+                plans[split] = _Plan(sources, cache.cache_key(parts), parts)
+        self._plans = plans
+        return plans
+
+    def _materialise(self, plan: _Plan, write: bool) -> tuple[datasets.Dataset, dict[str, Any]]:
+        """The split's tokens and tally: from memory, from the disk cache, or built now (and cached)."""
+        hp = self.hparams
+        cache_dir = hp.cache_dir or cache.default_cache_dir()
+        found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key)
+        if found is None:
+            data, tally = build_split(
+                plan.sources, self.tokenizer, self._settings, system_prompt=hp.system_prompt, strict=hp.strict,
+                num_proc=hp.num_proc, fingerprint=plan.key, desc=f"tokenizing {plan.sources[0].name}",
+            )
+            found = (data, tally)
+            if write and len(data) and cache.save(cache_dir, plan.key, data, tally, plan.parts):
+                found = cache.load(cache_dir, plan.key)  # memory-mapped, as every other rank sees it
+        elif hp.strict and (error := first_bad_record(found[1])) is not None:
+            raise error  # the cache was made without strict and skipped this record
+        self._memory[plan.key] = found
+        return found
 
     def _tokenizer_source(self) -> str:
         if self.hparams.tokenizer_name_or_path is not None:
@@ -99,77 +237,77 @@ class PreferenceDataModule(pl.LightningDataModule):
             )
         return model_source
 
-    def _select_rows(self) -> tuple[Iterable[Row], Iterable[Row] | None]:
+    def _split_sources(self) -> tuple[list[SplitSource], list[SplitSource] | None]:
+        """The train sources, and the validation sources (None: carve validation out of train)."""
         hp = self.hparams
-        splits = read_splits(hp.dataset, hp.dataset_config)
-        train = _pick(splits, hp.train_split, hp.dataset)
-        if hp.val_dataset is not None:
-            val_splits = read_splits(hp.val_dataset, hp.dataset_config)
-            if hp.val_split is not None:
-                return train, _pick(val_splits, hp.val_split, hp.val_dataset)
-            only = next(iter(val_splits)) if len(val_splits) == 1 else _find_validation(val_splits)
-            if only is None:
-                raise ValueError(f"val_dataset {hp.val_dataset!r} has splits {sorted(val_splits)}: set val_split")
-            return train, val_splits[only]
-        if hp.val_split is not None:
-            return train, _pick(splits, hp.val_split, hp.dataset)
-        found = _find_validation(splits)
-        return train, (splits[found] if found is not None else None)
-
-    def _prepare(self, rows: Iterable[Row], split: str) -> datasets.Dataset:
-        """Validate every row (raising on the first bad one), tokenise, and drop unusable pairs, loudly."""
-        hp = self.hparams
-        columns: dict[str, list[str]] = {"location": [], "prompt": [], "chosen": [], "rejected": []}
-        for location, row in rows:
-            example = to_example(row, location)
-            columns["location"].append(location)
-            for field in ("prompt", "chosen", "rejected"):
-                columns[field].append(getattr(example, field))
-        if not columns["location"]:
-            raise ValueError(f"the {split} split of {hp.dataset!r} is empty")
-
-        def tokenize(record: dict[str, Any]) -> dict[str, Any]:
-            example = PreferenceExample(record["prompt"], record["chosen"], record["rejected"])
-            return tokenize_example(example, self.tokenizer, hp.max_length, hp.max_prompt_length)
-
-        data = datasets.Dataset.from_dict(columns).map(tokenize, remove_columns=["prompt", "chosen", "rejected"])
-        dropped = [loc for loc, d in zip(data["location"], data["dropped"]) if d]
-        if dropped:
-            warnings.warn(
-                f"{split}: dropped {len(dropped)} of {len(data)} pairs whose prompt leaves no completion token "
-                f"within max_length={hp.max_length} (raise max_length or lower max_prompt_length); "
-                f"first: {', '.join(dropped[:5])}",
-                stacklevel=2,
-            )
-            data = data.filter(lambda d: not d, input_columns="dropped")
-        rank_zero_info(
-            f"{split}: {len(data)} pairs from {hp.dataset if split == 'train' else hp.val_dataset or hp.dataset}"
-            f" ({sum(data['truncated'])} truncated to max_length={hp.max_length}, {len(dropped)} dropped)"
-        )
-        return data
+        train, val = [], []
+        for spec in as_sources(hp.dataset):
+            splits = read_splits(spec.path, spec.config or hp.dataset_config)
+            name = spec.split or hp.train_split
+            train.append(_split_source(spec, name, _pick(splits, name, spec.path), hp.columns))
+            if hp.val_dataset is None:
+                found = hp.val_split if hp.val_split is not None else _find_validation(splits)
+                if found is not None:
+                    val.append(_split_source(spec, found, _pick(splits, found, spec.path), hp.columns, weight=1.0))
+        for spec in as_sources(hp.val_dataset) if hp.val_dataset is not None else []:
+            splits = read_splits(spec.path, spec.config or hp.dataset_config)
+            name = spec.split or hp.val_split
+            if name is None:
+                name = next(iter(splits)) if len(splits) == 1 else _find_validation(splits)
+            if name is None:
+                raise ValueError(f"val_dataset {spec.path!r} has splits {sorted(splits)}: set val_split")
+            val.append(_split_source(spec, name, _pick(splits, name, spec.path), hp.columns, weight=1.0))
+        return train, (val or None)
 
     # -- loaders -------------------------------------------------------------------------------------
 
     def _collator(self) -> PreferenceCollator:
         return PreferenceCollator(self.tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
 
-    def _loader(self, data: datasets.Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
+    def train_dataloader(self) -> StatefulDataLoader:
+        """Seeded, sharded (one disjoint share per rank) and resumable: the loader's position is saved in
+        Lightning checkpoints. Batches are length-grouped with ``group_by_length``."""
+        hp = self.hparams
+        distributed = (getattr(self.trainer, "distributed_sampler_kwargs", None) if self.trainer else None) or {}
+        sampler = PairSampler(
+            column(self.train_data, "length"),
+            hp.batch_size,
+            group_by_length=hp.group_by_length,
+            seed=hp.seed,
+            num_replicas=distributed.get("num_replicas"),
+            rank=distributed.get("rank"),
+        )
+        padding = self.data_report.get("train", {}).get("padding")
+        if padding:
+            rank_zero_info(
+                f"train batches: {padding['shuffled']:.1%} padding shuffled, {padding['grouped_by_length']:.1%} "
+                f"grouped by length (data.group_by_length={hp.group_by_length})"
+            )
+        with warnings.catch_warnings():  # torchdata 0.11 calls a torch API that torch >= 2.9 deprecates
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            return StatefulDataLoader(
+                IndexedPairs(self.train_data),
+                batch_size=hp.batch_size,
+                sampler=sampler,
+                collate_fn=self._collator(),
+                num_workers=hp.num_workers,
+                persistent_workers=hp.num_workers > 0,
+            )
+
+    def _loader(self, data: Dataset, batch_size: int) -> DataLoader:
         return DataLoader(
-            data.select_columns(["prompt_input_ids", "chosen_input_ids", "rejected_input_ids"]),
+            data,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            shuffle=False,
             collate_fn=self._collator(),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, self.hparams.batch_size, shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, self.hparams.val_batch_size or self.hparams.batch_size, shuffle=False)
+        return self._loader(
+            IndexedPairs(self.val_data, offset=len(self.train_data)), self.hparams.val_batch_size or self.hparams.batch_size
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -177,14 +315,53 @@ class PreferenceDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
+    # -- pairs by identity (for per-pair caches such as precomputed reference log-probs) ---------------
 
-def _pick(splits: dict[str, Iterable[Row]], name: str, source: str) -> Iterable[Row]:
+    def num_pairs(self) -> int:
+        """Train + validation pairs; ``pair_index`` runs over ``range(num_pairs())``."""
+        return len(self.train_data) + len(self.val_data)
+
+    def pairs_fingerprint(self) -> str:
+        """A hash of every pair's tokens, train then validation (see ``tokens_fingerprint``)."""
+        return tokens_fingerprint(self.train_data, self.val_data)
+
+    def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Batches of this rank's share of all pairs (every ``world_size``-th, from ``rank``), in order."""
+        everything = ConcatDataset([IndexedPairs(self.train_data), IndexedPairs(self.val_data, len(self.train_data))])
+        share = Subset(everything, range(rank, len(everything), world_size))
+        return self._loader(share, batch_size)
+
+
+def _primitive(dataset: Any) -> Any:
+    if dataset is None or isinstance(dataset, str):
+        return dataset
+    return [s.to_dict() for s in as_sources(dataset)]
+
+
+def _describe(dataset: Any) -> str:
+    return repr(dataset) if isinstance(dataset, str) else f"the mixture of {len(dataset)} sources"
+
+
+def _require_pairs(split: str, dataset: Any, data: datasets.Dataset, tally: dict[str, Any]) -> None:
+    if len(data) == 0:
+        why = skipped_warning(split, tally) or f"{split}: {tally.get('read', 0)} records"
+        raise ValueError(f"the {split} split of {_describe(dataset)} has no usable pairs. {why}")
+
+
+def _split_source(
+    spec: DataSource, split: str, rows: Any, columns: dict[str, str] | None, weight: float | None = None
+) -> SplitSource:
+    weight = spec.weight if weight is None else weight
+    return SplitSource(f"{spec.path}[{split}]", rows, weight, spec.columns or columns)
+
+
+def _pick(splits: dict[str, Any], name: str, source: str) -> Any:
     if name not in splits:
         raise ValueError(f"dataset {source!r} has no split {name!r}; it has {sorted(splits)}")
     return splits[name]
 
 
-def _find_validation(splits: dict[str, Iterable[Row]]) -> str | None:
+def _find_validation(splits: dict[str, Any]) -> str | None:
     return next((name for name in VALIDATION_SPLIT_NAMES if name in splits), None)
 
 
@@ -196,3 +373,20 @@ def _carve(data: datasets.Dataset, val_size: float, seed: int) -> tuple[datasets
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)
     return data.select(sorted(order[n_val:])), data.select(sorted(order[:n_val]))
+
+
+def _apply_weights(data: datasets.Dataset, sources: list[SplitSource], seed: int) -> datasets.Dataset:
+    """Each source's pairs ``weight`` times: whole repeats, then a seeded subset for the fraction."""
+    if all(s.weight == 1 for s in sources):
+        return data
+    origin = column(data, "source")
+    picked = []
+    for i, source in enumerate(sources):
+        rows = np.flatnonzero(origin == i)
+        whole, fraction = int(source.weight), source.weight - int(source.weight)
+        picked += [rows] * whole
+        extra = round(fraction * len(rows))
+        if extra:
+            picked.append(np.random.default_rng([seed, i]).choice(rows, extra, replace=False))
+    return data.select(np.sort(np.concatenate(picked)) if picked else [])
+

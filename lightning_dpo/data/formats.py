@@ -1,6 +1,6 @@
-"""Raw rows -> ``PreferenceExample(prompt, chosen, rejected)`` strings.
+"""Raw rows -> examples: ``PreferenceExample`` (strings) or ``ChatExample`` (message lists).
 
-Two row formats:
+Row formats:
 
 - **standard**: ``prompt``, ``chosen`` and ``rejected`` strings; ``chosen``/``rejected`` are completions.
 - **implicit prompt** (the HH-RLHF form): only ``chosen`` and ``rejected``, each a full transcript
@@ -8,22 +8,48 @@ Two row formats:
   ``"\\n\\nAssistant:"`` inside it; without such a marker, up to the last whitespace inside it. So the
   prompt never ends inside a word, and when two responses begin alike their common start stays in both
   completions (TRL's longest-common-prefix rule would move it into the prompt).
+- **conversational** (UltraFeedback-binarized, Tulu): ``chosen``/``rejected`` are lists of messages
+  ``{"role": ..., "content": ...}``. The prompt is a message list in ``prompt``; or, when the rows hold full
+  conversations, the earlier turns they share; or, when they share none, a ``prompt`` string as one user
+  message. The completion must begin with an assistant message. The tokenizer's chat template renders them
+  (``templates.py``).
+
+Options: ``columns`` renames roles (``{"prompt": "question", "chosen": "good", "rejected": "bad"}``: the
+data's column names by role), and ``system_prompt`` goes in front of every prompt: as a system message
+(unless the conversation already starts with one), or verbatim in front of a text prompt.
+
+A record that cannot be trained on raises :class:`PreferenceDataError` naming the record, the data's
+field, and a ``kind`` from :data:`~lightning_dpo.data.sources.BAD_RECORD_KINDS`.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
-from lightning_dpo.data.sources import PreferenceDataError
+from lightning_dpo.data.sources import InvalidJSON, PreferenceDataError
 
 ASSISTANT_MARKER = "\n\nAssistant:"
+ROLES = ("prompt", "chosen", "rejected")
+
+Message = dict[str, Any]
+"""``{"role": str, "content": str, ...}``; other keys are passed on to the chat template."""
 
 
 class PreferenceExample(NamedTuple):
     prompt: str
     chosen: str
     rejected: str
+
+
+class ChatExample(NamedTuple):
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+
+
+Example = PreferenceExample | ChatExample
 
 
 def split_implicit_prompt(chosen: str, rejected: str) -> PreferenceExample:
@@ -43,29 +69,148 @@ def split_implicit_prompt(chosen: str, rejected: str) -> PreferenceExample:
     return PreferenceExample(chosen[:cut], chosen[cut:], rejected[cut:])
 
 
-def to_example(row: Any, location: str) -> PreferenceExample:
+def split_implicit_conversation(
+    chosen: list[Message], rejected: list[Message]
+) -> tuple[list[Message], list[Message], list[Message]]:
+    """Split two full conversations into (shared earlier turns, chosen rest, rejected rest)."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate a column mapping (role -> the data's column name) and return it as a dict."""
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(ROLES))
+    if unknown:
+        raise ValueError(f"columns maps roles {list(ROLES)} to your column names; unknown roles {unknown}")
+    return columns
+
+
+def to_example(
+    row: Any, location: str, columns: Mapping[str, str] | None = None, system_prompt: str | None = None
+) -> Example:
     """Validate one raw row and return its example; raise :class:`PreferenceDataError` naming the record."""
-    if not isinstance(row, dict):
-        raise PreferenceDataError(location, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}")
-    for field in ("chosen", "rejected"):
-        _require_string(row, field, location)
-    if "prompt" in row and row["prompt"] is not None:
-        _require_string(row, "prompt", location)
-        example = PreferenceExample(row["prompt"], row["chosen"], row["rejected"])
+    if isinstance(row, InvalidJSON):
+        raise PreferenceDataError(location, None, row.message, kind="invalid_json")
+    if not isinstance(row, Mapping):
+        raise PreferenceDataError(
+            location, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}",
+            kind="not_a_record",
+        )
+    names = {role: (columns or {}).get(role, role) for role in ROLES}
+    for role in ("chosen", "rejected"):
+        if row.get(names[role]) is None:
+            raise PreferenceDataError(location, names[role], "the field is missing", kind="missing_field")
+    if isinstance(row[names["chosen"]], list) or isinstance(row[names["rejected"]], list):
+        return _chat_example(row, location, names, system_prompt)
+    return _text_example(row, location, names, system_prompt)
+
+
+def example_key(example: Example) -> Any:
+    """A hashable key equal for exact duplicates."""
+    return example if isinstance(example, PreferenceExample) else json.dumps(example, sort_keys=True)
+
+
+def _text_example(row: Mapping, location: str, names: dict[str, str], system_prompt: str | None) -> PreferenceExample:
+    for role in ("chosen", "rejected"):
+        _require_string(row, names[role], location)
+    prompt = row.get(names["prompt"])
+    if prompt is None:
+        example = split_implicit_prompt(row[names["chosen"]], row[names["rejected"]])
     else:
-        example = split_implicit_prompt(row["chosen"], row["rejected"])
+        _require_string(row, names["prompt"], location)
+        example = PreferenceExample(prompt, row[names["chosen"]], row[names["rejected"]])
     if not example.prompt.strip():
-        raise PreferenceDataError(location, "prompt", "the prompt is empty")
-    for field in ("chosen", "rejected"):
-        if not getattr(example, field).strip():
-            raise PreferenceDataError(location, field, "the completion is empty")
+        raise PreferenceDataError(location, names["prompt"], "the prompt is empty", kind="empty_prompt")
+    for role in ("chosen", "rejected"):
+        if not getattr(example, role).strip():
+            raise PreferenceDataError(location, names[role], "the completion is empty", kind="empty_completion")
     if example.chosen == example.rejected:
-        raise PreferenceDataError(location, "rejected", "identical to chosen: the pair expresses no preference")
+        raise PreferenceDataError(
+            location, names["rejected"], "identical to chosen: the pair expresses no preference", kind="identical"
+        )
+    if system_prompt:
+        example = example._replace(prompt=system_prompt + example.prompt)
     return example
 
 
-def _require_string(row: dict, field: str, location: str) -> None:
-    if field not in row or row[field] is None:
-        raise PreferenceDataError(location, field, "the field is missing")
+def _chat_example(row: Mapping, location: str, names: dict[str, str], system_prompt: str | None) -> ChatExample:
+    chosen = _messages(row[names["chosen"]], location, names["chosen"])
+    rejected = _messages(row[names["rejected"]], location, names["rejected"])
+    for role, messages in (("chosen", chosen), ("rejected", rejected)):
+        if not messages:
+            raise PreferenceDataError(location, names[role], "the completion is empty", kind="empty_completion")
+    prompt_value = row.get(names["prompt"])
+    if isinstance(prompt_value, list):
+        prompt = _messages(prompt_value, location, names["prompt"])
+        n = len(prompt)
+        if chosen[:n] == prompt and rejected[:n] == prompt:  # full conversations that repeat the prompt
+            chosen, rejected = chosen[n:], rejected[n:]
+    elif prompt_value is None or isinstance(prompt_value, str):
+        prompt, chosen, rejected = split_implicit_conversation(chosen, rejected)
+        if not prompt and prompt_value is not None and prompt_value.strip():
+            prompt = [{"role": "user", "content": prompt_value}]
+    else:
+        raise PreferenceDataError(
+            location, names["prompt"], f"expected a string or a list of messages, got {type(prompt_value).__name__}",
+            kind="not_a_string",
+        )
+    if not prompt:
+        raise PreferenceDataError(
+            location, names["prompt"],
+            "the prompt is empty: the conversations share no earlier turn and no prompt is given",
+            kind="empty_prompt",
+        )
+    for role, messages in (("chosen", chosen), ("rejected", rejected)):
+        if not messages or not any(m["content"].strip() for m in messages):
+            raise PreferenceDataError(location, names[role], "the completion is empty", kind="empty_completion")
+    for role, messages in (("chosen", chosen), ("rejected", rejected)):
+        if messages[0]["role"] != "assistant":
+            raise PreferenceDataError(
+                location, names[role],
+                f"the completion must begin with an assistant message, not {messages[0]['role']!r}",
+                kind="not_a_string",
+            )
+    if chosen == rejected:
+        raise PreferenceDataError(
+            location, names["rejected"], "identical to chosen: the pair expresses no preference", kind="identical"
+        )
+    if system_prompt and prompt[0]["role"] != "system":
+        prompt = [{"role": "system", "content": system_prompt}, *prompt]
+    return ChatExample(prompt, chosen, rejected)
+
+
+def _messages(value: Any, location: str, field: str) -> list[Message]:
+    """Validate a list of ``{"role": str, "content": str}`` messages; keys whose value is None are dropped
+    (Arrow fills absent struct fields with None)."""
+    if not isinstance(value, list):
+        raise PreferenceDataError(
+            location, field, f"expected a list of messages like the other side, got {type(value).__name__}",
+            kind="not_a_string",
+        )
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, Mapping):
+            raise PreferenceDataError(
+                location, field, f"message {i} is a {type(message).__name__}, not an object with role and content",
+                kind="not_a_string",
+            )
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise PreferenceDataError(
+                    location, field, f"message {i} has a {key} of type {type(message.get(key)).__name__}, not a string",
+                    kind="not_a_string",
+                )
+        messages.append({k: v for k, v in message.items() if v is not None})
+    return messages
+
+
+def _require_string(row: Mapping, field: str, location: str) -> None:
+    if row.get(field) is None:
+        raise PreferenceDataError(location, field, "the field is missing", kind="missing_field")
     if not isinstance(row[field], str):
-        raise PreferenceDataError(location, field, f"expected a string, got {type(row[field]).__name__}")
+        raise PreferenceDataError(
+            location, field, f"expected a string, got {type(row[field]).__name__}", kind="not_a_string"
+        )

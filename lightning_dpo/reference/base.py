@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from torch import Tensor, nn
 
 from lightning_dpo.logps import SequenceLogps
 from lightning_dpo.losses import LossSpec
 
-REFERENCE_MODES = ("auto", "frozen", "adapter", "none")
+REFERENCE_MODES = ("auto", "frozen", "adapter", "precomputed", "none")
 
 
 class Reference(nn.Module):
@@ -52,6 +52,13 @@ class Reference(nn.Module):
 
     def before_fit(self, module: nn.Module) -> None:
         """Called once when fit starts, after the data is set up (used by ``precomputed``)."""
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        """Small, primitive state a training checkpoint must carry (e.g. a cache key)."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_for_checkpoint`` returned."""
 
     def sync(self, policy: nn.Module, alpha: float) -> None:
         """TR-DPO: reference ← α·policy + (1 − α)·reference."""

@@ -1,0 +1,148 @@
+"""Peak memory, step time and checkpoint size of each reference mode, side by side.
+
+    python benchmarks/bench_reference_modes.py [--steps 6] [--pairs 2] [--max-length 128]
+
+One random Llama (8 layers, hidden 512, vocab 32k, untied embeddings: about 58M parameters) is saved once;
+then each mode trains it with AdamW in its own process (so peak RSS is that mode's alone), the modes
+interleaved A B C A B C … when --repeats > 1. Printed: the median step time (after two warm-up steps),
+peak RSS, the memory each mode saves against ``frozen`` as a multiple of the reference model's size,
+and the checkpoint size against policy + optimizer state. Figures are measurements of this run, never
+assertions: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = ("frozen", "precomputed", "adapter")
+
+
+def build_model(path: Path) -> int:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lightning_dpo.embedded import DEFAULT_MODEL
+    from lightning_dpo.models import load_tokenizer
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL)  # 1k tokens: ids stay in range of the 32k vocabulary
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+        num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_length: int) -> None:
+    """Child process: train ``steps`` steps in one mode, write the measurements as JSON."""
+    import pytorch_lightning as pl
+    import torch
+
+    from lightning_dpo import DPOModule, PreferenceDataModule
+
+    torch.manual_seed(0)
+    times: list[float] = []
+
+    class StepTimer(pl.Callback):
+        def on_train_batch_start(self, *args):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args):
+            times.append(time.perf_counter() - self.start)
+
+    lora = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"} if mode == "adapter" else None
+    module = DPOModule(
+        model_name_or_path=model_dir, reference_mode=mode, lora=lora,
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-5), lr_scheduler=None,
+        reference_cache_dir=os.path.join(out + ".cache"), precompute_batch_size=pairs,
+    )  # fmt: skip
+    data = PreferenceDataModule(
+        tokenizer_name_or_path=model_dir, batch_size=pairs, max_length=max_length, max_prompt_length=max_length // 2,
+        val_size=pairs,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=steps, limit_train_batches=steps, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
+    )  # fmt: skip
+    started = time.perf_counter()
+    trainer.fit(module, data)
+    fit_seconds = time.perf_counter() - started
+    checkpoint = out + ".ckpt"
+    trainer.save_checkpoint(checkpoint)
+    trainable = sum(p.numel() * p.element_size() for p in module.policy.parameters() if p.requires_grad)
+    optimizer_state = sum(
+        t.numel() * t.element_size()
+        for state in trainer.optimizers[0].state.values()
+        for t in state.values()
+        if torch.is_tensor(t)
+    )
+    result = {
+        "mode": mode,
+        "step_seconds": statistics.median(times[2:] or times),
+        "fit_seconds": fit_seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "checkpoint_bytes": os.path.getsize(checkpoint),
+        "policy_plus_optimizer_bytes": trainable + optimizer_state,
+        "tokens_per_step": pairs * 2 * max_length,
+    }
+    Path(out).write_text(json.dumps(result))
+    os.remove(checkpoint)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--pairs", type=int, default=2, help="preference pairs per step")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the modes")
+    parser.add_argument("--modes", nargs="+", default=list(MODES))
+    parser.add_argument("--_child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--_model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._child:
+        run_mode(args._child[0], args._model, args._child[1], args.steps, args.pairs, args.max_length)
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        n_params = build_model(model_dir)
+        model_bytes = n_params * 4
+        results: dict[str, list[dict]] = {m: [] for m in args.modes}
+        for round_ in range(args.repeats):
+            for mode in args.modes:
+                out = str(Path(tmp) / f"{mode}-{round_}.json")
+                command = [sys.executable, __file__, "--_child", mode, out, "--_model", str(model_dir),
+                           "--steps", str(args.steps), "--pairs", str(args.pairs), "--max-length", str(args.max_length)]  # fmt: skip
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                results[mode].append(json.loads(Path(out).read_text()))
+
+    print(f"model: {n_params / 1e6:.1f}M parameters, {model_bytes / 2**20:.0f} MiB in fp32; {args.pairs} pairs x "
+          f"{args.max_length} tokens per step; {args.steps} steps; median over {args.repeats} round(s)")  # fmt: skip
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "mode"} for m, rs in results.items()}
+    base = med.get("frozen")
+    print(f"{'mode':<12} {'step s':>8} {'vs frozen':>9} {'peak RSS MiB':>13} {'saved vs frozen':>16} "
+          f"{'checkpoint MiB':>15} {'ckpt / (policy+opt)':>20}")  # fmt: skip
+    for mode, m in med.items():
+        saved = (base["peak_rss_bytes"] - m["peak_rss_bytes"]) / model_bytes if base else float("nan")
+        ratio = m["step_seconds"] / base["step_seconds"] if base else float("nan")
+        print(f"{mode:<12} {m['step_seconds']:8.2f} {ratio:9.2f} {m['peak_rss_bytes'] / 2**20:13.0f} "
+              f"{saved:13.2f} x M {m['checkpoint_bytes'] / 2**20:15.1f} "
+              f"{m['checkpoint_bytes'] / m['policy_plus_optimizer_bytes']:20.3f}")  # fmt: skip
+    print("saved vs frozen: (peak RSS of frozen − peak RSS of the mode) / the model's fp32 size M")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Reward functions for evaluation: a callable ``(prompts, completions) -> rewards``.
+
+- A Python callable, named by its dotted path (``my_pkg.rewards.score`` or ``my_pkg.rewards:score``). A
+  class named this way is instantiated with no arguments.
+- A Hugging Face sequence-classification model (``hf:<id or directory>``, or a local directory holding a
+  ``config.json``), scoring ``prompt + completion`` by one output logit (:class:`HFRewardModel`).
+- :func:`politeness_reward`, the rule of the bundled polite-vs-rude task.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+
+from lightning_dpo.tasks.politeness import politeness_score
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+"""(prompts, completions) -> one reward per completion."""
+
+DEFAULT_REWARD = "lightning_dpo.evaluation.rewards.politeness_reward"
+
+
+def politeness_reward(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    """The bundled task's rule (:func:`lightning_dpo.tasks.politeness_score`) on each completion, in [-1, 1]:
+    (polite − rude) / (polite + rude) marker counts, 0 with neither. The prompt is not scored (user
+    phrasings say "Please")."""
+    return [politeness_score(c) for c in completions]
+
+
+class HFRewardModel:
+    """A Hugging Face ``AutoModelForSequenceClassification`` as a reward: the logit ``label_index`` of
+    ``prompt + completion`` (a single-logit reward model has only index 0).
+
+    Args:
+        name_or_path: A Hub id or a local directory.
+        label_index: Which output logit is the reward.
+        batch_size: Texts per forward pass.
+        max_length: Truncate the text (from the left, keeping the completion) to this many tokens.
+        device: ``None``: CUDA when available, else CPU.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        label_index: int = 0,
+        batch_size: int = 16,
+        max_length: int | None = 1024,
+        device: str | None = None,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.tokenizer.truncation_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(self.device).eval()
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        texts = [p + c for p, c in zip(prompts, completions)]
+        out: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=self.max_length is not None,
+                max_length=self.max_length,
+            ).to(self.device)
+            logits = self.model(**enc).logits  # (b, num_labels)
+            out.extend(logits[:, self.label_index].float().cpu().tolist())
+        return out
+
+
+def import_object(path: str) -> Any:
+    """``pkg.module.name`` or ``pkg.module:name`` -> the object."""
+    module_name, sep, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{path!r} is not a dotted path such as 'my_pkg.rewards.score' or 'my_pkg.rewards:score'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import module {module_name!r} of {path!r}: {e}") from e
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_reward(spec: str | RewardFn) -> RewardFn:
+    """Turn a reward spec into a ``(prompts, completions) -> rewards`` callable.
+
+    ``spec``: a callable (returned as is); ``hf:<id or dir>`` or a local model directory (an
+    :class:`HFRewardModel`); or the dotted path of a callable or of a class constructed with no arguments.
+    """
+    if callable(spec):
+        return spec
+    if spec.startswith("hf:"):
+        return HFRewardModel(spec[3:])
+    if os.path.isdir(spec):
+        if not os.path.exists(os.path.join(spec, "config.json")):
+            raise ValueError(f"reward directory {spec!r} has no config.json: it is not a Hugging Face model")
+        return HFRewardModel(spec)
+    try:
+        obj = import_object(spec)
+    except ValueError as e:
+        raise ValueError(
+            f"reward {spec!r}: {e}. Give the dotted path of a (prompts, completions) -> rewards callable, or "
+            "'hf:<model id or directory>' for a sequence-classification reward model"
+        ) from e
+    if isinstance(obj, type):
+        obj = obj()
+    if not callable(obj):
+        raise ValueError(f"reward {spec!r} is not callable")
+    return obj

@@ -1,0 +1,163 @@
+"""``precomputed``: reference log-probs computed once, before training, cached on disk, then looked up.
+
+One pass over the train and val pairs computes every pair's reference log-probs; no reference model is
+kept for training. The table is cached under a key made from the tokens of every pair (which covers the
+data and every tokenisation setting), a hash of the reference weights, and LD-DPO's ``ld_alpha``. A second
+run with the same inputs reads the cache without a forward pass; any change gives a new key.
+
+Lookups go by each pair's ``pair_index`` (unique across splits), never by position, so shuffling,
+length-grouped sampling and DDP sharding cannot misalign them. Under DDP each rank computes its share of
+the pairs, the shares are all-gathered, and rank 0 writes the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from lightning_dpo.data.cache import default_cache_dir
+from lightning_dpo.logps import SequenceLogps, completion_logps
+from lightning_dpo.reference.base import Reference
+
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def cache_key(data_fingerprint: str, weights: str, ld_alpha: float | None) -> str:
+    return hashlib.sha256(f"{data_fingerprint}|{weights}|ld_alpha={ld_alpha}".encode()).hexdigest()[:32]
+
+
+class PrecomputedReference(Reference):
+    """Reference log-probs from a table filled once before training (see the module docstring).
+
+    Args:
+        load_reference: Loads the reference model from its source (the policy's source, or
+            ``ref_model_name_or_path``); used when the policy itself can no longer serve (a resumed run).
+        separate: Whether the reference is a different model from the policy.
+        cache_dir: Where tables are cached.
+        batch_size: Pairs per forward pass of the precompute pass.
+    """
+
+    def __init__(
+        self, load_reference: Callable[[], nn.Module], separate: bool, cache_dir: str | None, batch_size: int
+    ) -> None:
+        super().__init__(sync=False)
+        self._load_reference = load_reference
+        self._separate = separate
+        self.cache_dir = Path(os.path.expanduser(cache_dir or os.path.join(default_cache_dir(), "reference_logps")))
+        self.batch_size = batch_size
+        self.key: str | None = None
+        """The cache key; saved in training checkpoints so that a resumed run finds the same table."""
+        self.key_parts: dict[str, Any] = {}
+        self.register_buffer("table", torch.empty(0, 2), persistent=False)  # (pairs, [chosen, rejected])
+
+    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps:
+        if self.table.numel() == 0:
+            raise RuntimeError("reference_mode 'precomputed': the table is not filled; fit fills it before training")
+        rows = self.table[batch["pair_index"]]  # (B, 2)
+        logps = torch.cat([rows[:, 0], rows[:, 1]])  # (2B,) chosen rows first, as in the batch
+        zeros = torch.zeros_like(logps)
+        return SequenceLogps(logps=logps, num_tokens=zeros, logits_sum=zeros)
+
+    def before_fit(self, module: Any) -> None:
+        """Fill the table: from the cache when the key matches, else by one pass over the data."""
+        trainer, datamodule = module.trainer, module.trainer.datamodule
+        data, ld_alpha = datamodule.pairs_fingerprint(), module.hparams.ld_alpha
+        model = None
+        if self.key is None or self.key_parts.get("data") != data or self.key_parts.get("ld_alpha") != ld_alpha:
+            # A fresh run, or a resumed one whose data changed: hash the reference weights. Before the first
+            # step the policy *is* the reference (unless a separate one was named), so nothing is loaded.
+            pristine = trainer.global_step == 0 and not self._separate
+            model = module.policy if pristine else self._load_reference()
+            weights = weights_fingerprint(model)
+            self.key_parts = {"data": data, "weights": weights, "ld_alpha": ld_alpha}
+            self.key = cache_key(data, weights, ld_alpha)
+        path = self._path(self.key)
+        if path.exists():
+            table = torch.load(path, map_location="cpu", weights_only=True)
+            rank_zero_info(f"reference log-probs: loaded {table.shape[0]} pairs from the cache {path}")
+        else:
+            table = self._compute(model if model is not None else self._load_reference(), module, datamodule, ld_alpha)
+            if trainer.is_global_zero:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                torch.save(table, tmp)
+                os.replace(tmp, path)  # atomic: a reader never sees half a file
+                rank_zero_info(f"reference log-probs: computed {table.shape[0]} pairs, cached in {path}")
+            trainer.strategy.barrier()
+        if table.shape[0] != datamodule.num_pairs():
+            raise RuntimeError(
+                f"the reference-log-prob cache {path} holds {table.shape[0]} pairs but the data has "
+                f"{datamodule.num_pairs()}; delete the file to recompute it"
+            )
+        self.table = table.to(module.device)
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        return {"key": self.key, "key_parts": self.key_parts}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.key, self.key_parts = state["key"], dict(state["key_parts"])
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / f"{key}.pt"
+
+    @torch.no_grad()
+    def _compute(self, model: nn.Module, module: Any, datamodule: Any, ld_alpha: float | None) -> Tensor:
+        trainer = module.trainer
+        rank, world = trainer.global_rank, trainer.world_size
+        indices, values = [], []
+        with _eval_mode(model):
+            for batch in datamodule.pair_batches(self.batch_size, rank=rank, world_size=world):
+                batch = {k: v.to(module.device) for k, v in batch.items()}
+                logps = completion_logps(model, batch, ld_alpha=ld_alpha).logps.float()  # (2B,)
+                chosen, rejected = logps.chunk(2)
+                indices.append(batch["pair_index"])
+                values.append(torch.stack([chosen, rejected], dim=1))
+        index = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=module.device)
+        value = torch.cat(values) if values else torch.empty(0, 2, device=module.device)
+        index, value = _gather_rows(module, index, value)
+        table = torch.full((datamodule.num_pairs(), 2), float("nan"))
+        table[index.cpu()] = value.cpu()
+        if torch.isnan(table).any():
+            raise RuntimeError("reference_mode 'precomputed': some pairs got no reference log-probs")
+        return table
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _gather_rows(module: Any, index: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """All-gather (index, value) rows whose counts differ across ranks."""
+    if module.trainer.world_size == 1:
+        return index, value
+    count = torch.tensor([index.numel()], device=module.device)
+    counts = module.all_gather(count).flatten()
+    width = int(counts.max())
+    padded_index = torch.zeros(width, dtype=index.dtype, device=module.device)
+    padded_value = torch.zeros(width, 2, dtype=value.dtype, device=module.device)
+    padded_index[: index.numel()], padded_value[: index.numel()] = index, value
+    all_index, all_value = module.all_gather(padded_index), module.all_gather(padded_value)
+    rows = [(i[: int(n)], v[: int(n)]) for i, v, n in zip(all_index, all_value, counts)]
+    return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])

@@ -1,0 +1,52 @@
+"""Reward functions: the bundled rule, dotted paths, and a Hugging Face sequence-classification model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_dpo.evaluation.rewards import HFRewardModel, load_reward, politeness_reward
+
+
+class ConstantReward:
+    def __call__(self, prompts, completions):
+        return [1.0] * len(completions)
+
+
+def test_politeness_reward_scores_completions_not_prompts():
+    prompts = ["\n\nHuman: Please tell me what 2 plus 2 is.\n\nAssistant:"] * 3
+    rewards = politeness_reward(prompts, [" Of course! 2 plus 2 is 4.", " Ugh. 2 plus 2 is 4.", " 2 plus 2 is 4."])
+    assert rewards == [1.0, -1.0, 0.0]
+
+
+def test_load_reward_from_dotted_paths():
+    assert load_reward("lightning_dpo.evaluation.rewards.politeness_reward") is politeness_reward
+    assert load_reward("lightning_dpo.evaluation.rewards:politeness_reward") is politeness_reward
+    assert load_reward(politeness_reward) is politeness_reward
+    instance = load_reward(f"{__name__}:ConstantReward")
+    assert instance(["p"], ["a"]) == [1.0]
+    with pytest.raises(ValueError, match="cannot import module"):
+        load_reward("no_such_module.score")
+    with pytest.raises(ValueError, match="has no attribute"):
+        load_reward("lightning_dpo.evaluation.rewards.nothing_here")
+    with pytest.raises(ValueError, match="hf:<model id or directory>"):
+        load_reward("justaword")
+
+
+def test_hf_sequence_classification_reward(tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+
+    reward = load_reward(f"hf:{tmp_path}")
+    assert isinstance(reward, HFRewardModel) and isinstance(load_reward(str(tmp_path)), HFRewardModel)
+    prompts, completions = ["\n\nHuman: Hi\n\nAssistant:"] * 3, [" Hello!", " Ugh.", " Hello there, how are you?"]
+    batched = reward(prompts, completions)
+    one_by_one = [reward([p], [c])[0] for p, c in zip(prompts, completions)]
+    assert len(batched) == 3 and batched == pytest.approx(one_by_one, abs=1e-5)  # padding does not change a score

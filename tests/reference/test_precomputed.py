@@ -1,0 +1,160 @@
+"""reference_mode 'precomputed': exactness, the cache key, resumption, and DDP."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import lightning_dpo.reference.precomputed as precomputed
+from lightning_dpo import DPOModule, PreferenceDataModule
+
+
+def data(tiny_data_dir, tiny_model_dir, **kwargs):
+    kwargs = {"batch_size": 4, "max_length": 96, "max_prompt_length": 48, **kwargs}
+    return PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), **kwargs)
+
+
+def module(tiny_model_dir, cache_dir, **kwargs):
+    kwargs = {"optimizer": lambda p: torch.optim.AdamW(p, lr=1e-2), "lr_scheduler": None, **kwargs}
+    return DPOModule(
+        model_name_or_path=str(tiny_model_dir), reference_mode="precomputed", reference_cache_dir=str(cache_dir),
+        precompute_batch_size=5, **kwargs,
+    )  # fmt: skip
+
+
+class Record(pl.Callback):
+    def __init__(self):
+        self.losses, self.batches = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].item())
+        self.batches.append({k: v.clone() for k, v in batch.items()})
+
+
+def fit(tmp_path, model, datamodule, steps=3, ckpt_path=None, callbacks_extra=(), **kwargs):
+    record = Record()
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=bool(callbacks_extra), limit_val_batches=0,
+        callbacks=[record, *callbacks_extra], **kwargs,
+    )  # fmt: skip
+    trainer.fit(model, datamodule, ckpt_path=ckpt_path)
+    return trainer, record
+
+
+@pytest.fixture
+def count_passes(monkeypatch):
+    calls = []
+    original = precomputed.completion_logps
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(precomputed, "completion_logps", counting)
+    return calls
+
+
+def test_looked_up_values_equal_a_frozen_reference_under_shuffling(tmp_path, tiny_model_dir, tiny_data_dir):
+    model = module(tiny_model_dir, tmp_path / "cache")
+    trainer, record = fit(tmp_path, model, data(tiny_data_dir, tiny_model_dir, group_by_length=True), steps=3)
+    assert record.losses[0] == pytest.approx(math.log(2), abs=1e-6)
+    frozen = DPOModule(model_name_or_path=str(tiny_model_dir))
+    frozen.configure_model()
+    for batch in record.batches:  # shuffled, length-grouped batches: looked up by pair_index
+        expected = frozen.reference.logps(batch).logps
+        assert torch.allclose(model.reference.logps(batch).logps, expected, atol=1e-5)
+    assert model.reference.table.shape == (64, 2)
+    assert not any(k.startswith("reference.") for k in model.state_dict())
+
+
+def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, tiny_data_dir, embedded_model_dir, count_passes):
+    cache = tmp_path / "cache"
+    first = module(tiny_model_dir, cache)
+    fit(tmp_path, first, data(tiny_data_dir, tiny_model_dir), steps=1)
+    assert count_passes and len(list(cache.iterdir())) == 1
+    count_passes.clear()
+
+    again = module(tiny_model_dir, cache)
+    fit(tmp_path, again, data(tiny_data_dir, tiny_model_dir), steps=1)
+    assert not count_passes, "a second run with the same inputs must not run the reference"
+    assert again.reference.key == first.reference.key
+    assert torch.equal(again.reference.table, first.reference.table)
+
+    changes = [
+        (module(tiny_model_dir, cache), data(tiny_data_dir, tiny_model_dir, max_prompt_length=8)),  # tokens
+        (module(tiny_model_dir, cache, ld_alpha=0.5), data(tiny_data_dir, tiny_model_dir)),  # LD-DPO sums
+        (module(tiny_model_dir, cache, ref_model_name_or_path=str(embedded_model_dir)), data(tiny_data_dir, tiny_model_dir)),
+    ]  # fmt: skip
+    keys = {first.reference.key}
+    for changed_module, changed_data in changes:
+        count_passes.clear()
+        fit(tmp_path, changed_module, changed_data, steps=1)
+        assert count_passes and changed_module.reference.key not in keys
+        keys.add(changed_module.reference.key)
+    assert len(list(cache.glob("*.pt"))) == 4
+
+
+def test_resume_keeps_the_key_and_recomputes_from_the_source_when_the_cache_is_gone(
+    tmp_path, tiny_model_dir, tiny_data_dir, count_passes
+):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    cache = tmp_path / "cache"
+    straight = module(tiny_model_dir, cache)
+    every_3 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    _, uninterrupted = fit(tmp_path / "a", straight, data(tiny_data_dir, tiny_model_dir), steps=6,
+                           callbacks_extra=[every_3])  # fmt: skip
+    (mid,) = [p for p in (tmp_path / "ckpt").glob("*.ckpt") if "step=3" in p.name]  # mid-epoch: 12 batches
+    assert torch.load(mid, weights_only=True)["reference_state"]["key"] == straight.reference.key
+    for f in cache.glob("*.pt"):
+        f.unlink()  # the cache is gone: the table must come from the model source, not the trained policy
+    count_passes.clear()
+    resumed = module(tiny_model_dir, cache)
+    _, after = fit(tmp_path / "c", resumed, data(tiny_data_dir, tiny_model_dir), steps=6, ckpt_path=mid)
+    assert count_passes and resumed.reference.key == straight.reference.key
+    assert torch.allclose(resumed.reference.table, straight.reference.table, atol=1e-6)
+    assert after.losses == pytest.approx(uninterrupted.losses[3:], abs=1e-6)
+
+
+def test_tr_dpo_is_refused():
+    with pytest.raises(ValueError, match="precomputed reference log-probs cannot follow"):
+        DPOModule(reference_mode="precomputed", sync_ref_model=True)
+
+
+DDP_SCRIPT = """
+import sys, torch, pytorch_lightning as pl
+from lightning_dpo import DPOModule, PreferenceDataModule
+model_dir, data_dir, cache, out = sys.argv[1:]
+module = DPOModule(model_name_or_path=model_dir, reference_mode="precomputed", reference_cache_dir=cache,
+                   precompute_batch_size=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+dm = PreferenceDataModule(dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=4, max_length=96,
+                          max_prompt_length=48)
+trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=1, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     limit_val_batches=0)
+trainer.fit(module, dm)
+if trainer.is_global_zero:
+    torch.save(module.reference.table, out)
+"""
+
+
+def test_ddp_two_processes_compute_shares_of_one_table(tmp_path, tiny_model_dir, tiny_data_dir):
+    script = tmp_path / "ddp_precompute.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    cache, out = tmp_path / "cache", tmp_path / "table.pt"
+    result = subprocess.run(
+        [sys.executable, str(script), str(tiny_model_dir), str(tiny_data_dir), str(cache), str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = module(tiny_model_dir, tmp_path / "single-cache")
+    fit(tmp_path, single, data(tiny_data_dir, tiny_model_dir), steps=1)
+    assert torch.allclose(torch.load(out, weights_only=True), single.reference.table.cpu(), atol=1e-5)
+    assert len(list(cache.glob("*.pt"))) == 1  # rank 0 wrote it once
