@@ -1,11 +1,11 @@
 """Peak memory, step time and checkpoint size of each reference mode, side by side.
 
-    python benchmarks/bench_reference_modes.py [--steps 6] [--pairs 2] [--max-length 128]
+    python benchmarks/bench_reference_modes.py [--steps 10] [--pairs 4] [--max-length 256] [--repeats 1]
 
 One random Llama (8 layers, hidden 512, vocab 32k, untied embeddings: about 58M parameters) is saved once;
 then each mode trains it with AdamW in its own process (so peak RSS is that mode's alone), the modes
-interleaved A B C A B C … when --repeats > 1. Printed: the median step time (after two warm-up steps),
-peak RSS, the memory each mode saves against ``frozen`` as a multiple of the reference model's size,
+interleaved A B C A B C … when --repeats > 1, with glibc's mmap threshold fixed (see below). Printed: the median step time (after two warm-up steps),
+peak RSS of training (read before the checkpoint is written), the memory each mode saves against ``frozen`` as a multiple of the reference model's size,
 and the checkpoint size against policy + optimizer state. Figures are measurements of this run, never
 assertions: these machines are noisy.
 """
@@ -24,6 +24,24 @@ import time
 from pathlib import Path
 
 MODES = ("frozen", "precomputed", "adapter")
+
+
+def build_data(path: Path, pairs: int, turns: int = 6) -> None:
+    """Multi-turn dialogues from the bundled pairs: each prompt holds ``turns`` earlier exchanges
+    (about 200 tokens), so that a step's work is the model's, not the optimizer's fixed cost."""
+    import json
+
+    from lightning_dpo.embedded import DEFAULT_DATASET, resolve_dataset
+
+    source = Path(resolve_dataset(DEFAULT_DATASET)) / "train.jsonl"
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    path.mkdir()
+    for split, start, n in (("train", 0, pairs), ("val", pairs, 8)):
+        with open(path / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for i in range(start, start + n):
+                history = "".join(r["prompt"] + r["chosen"] for r in rows[i + 1 : i + 1 + turns])
+                row = rows[i]
+                f.write(json.dumps({"prompt": history + row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
 
 
 def build_model(path: Path) -> int:
@@ -46,7 +64,7 @@ def build_model(path: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_length: int) -> None:
+def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pairs: int, max_length: int) -> None:
     """Child process: train ``steps`` steps in one mode, write the measurements as JSON."""
     import pytorch_lightning as pl
     import torch
@@ -55,13 +73,15 @@ def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_le
 
     torch.manual_seed(0)
     times: list[float] = []
+    tokens: list[int] = []
 
     class StepTimer(pl.Callback):
-        def on_train_batch_start(self, *args):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.start = time.perf_counter()
 
-        def on_train_batch_end(self, *args):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             times.append(time.perf_counter() - self.start)
+            tokens.append(int(batch["attention_mask"].sum()))
 
     lora = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"} if mode == "adapter" else None
     module = DPOModule(
@@ -70,8 +90,8 @@ def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_le
         reference_cache_dir=os.path.join(out + ".cache"), precompute_batch_size=pairs,
     )  # fmt: skip
     data = PreferenceDataModule(
-        tokenizer_name_or_path=model_dir, batch_size=pairs, max_length=max_length, max_prompt_length=max_length // 2,
-        val_size=pairs,
+        dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=pairs, max_length=max_length,
+        max_prompt_length=max_length // 2,
     )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=steps, limit_train_batches=steps, limit_val_batches=0, logger=False,
@@ -80,6 +100,9 @@ def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_le
     started = time.perf_counter()
     trainer.fit(module, data)
     fit_seconds = time.perf_counter() - started
+    # Peak RSS of training, read before saving: Lightning's checkpoint writer buffers the whole file in
+    # memory (twice), which would otherwise set every mode's peak.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     checkpoint = out + ".ckpt"
     trainer.save_checkpoint(checkpoint)
     trainable = sum(p.numel() * p.element_size() for p in module.policy.parameters() if p.requires_grad)
@@ -93,10 +116,10 @@ def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_le
         "mode": mode,
         "step_seconds": statistics.median(times[2:] or times),
         "fit_seconds": fit_seconds,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak,
         "checkpoint_bytes": os.path.getsize(checkpoint),
         "policy_plus_optimizer_bytes": trainable + optimizer_state,
-        "tokens_per_step": pairs * 2 * max_length,
+        "tokens_per_step": statistics.mean(tokens),
     }
     Path(out).write_text(json.dumps(result))
     os.remove(checkpoint)
@@ -104,33 +127,42 @@ def run_mode(mode: str, model_dir: str, out: str, steps: int, pairs: int, max_le
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--pairs", type=int, default=2, help="preference pairs per step")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--pairs", type=int, default=4, help="preference pairs per step")
+    parser.add_argument("--train-pairs", type=int, default=64, help="pairs in the data (precomputed covers them all)")
+    parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the modes")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--_child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--_model", help=argparse.SUPPRESS)
+    parser.add_argument("--_data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        run_mode(args._child[0], args._model, args._child[1], args.steps, args.pairs, args.max_length)
+        run_mode(args._child[0], args._model, args._data, args._child[1], args.steps, args.pairs, args.max_length)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         n_params = build_model(model_dir)
+        build_data(Path(tmp) / "data", args.train_pairs)
         model_bytes = n_params * 4
         results: dict[str, list[dict]] = {m: [] for m in args.modes}
+        # A fixed mmap threshold makes glibc return every large freed block to the OS at once, so peak RSS
+        # measures live memory rather than how the allocator's heap happened to fragment.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         for round_ in range(args.repeats):
             for mode in args.modes:
                 out = str(Path(tmp) / f"{mode}-{round_}.json")
                 command = [sys.executable, __file__, "--_child", mode, out, "--_model", str(model_dir),
+                           "--_data", str(Path(tmp) / "data"),
                            "--steps", str(args.steps), "--pairs", str(args.pairs), "--max-length", str(args.max_length)]  # fmt: skip
-                subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
                 results[mode].append(json.loads(Path(out).read_text()))
 
-    print(f"model: {n_params / 1e6:.1f}M parameters, {model_bytes / 2**20:.0f} MiB in fp32; {args.pairs} pairs x "
-          f"{args.max_length} tokens per step; {args.steps} steps; median over {args.repeats} round(s)")  # fmt: skip
+    tokens = statistics.mean(r["tokens_per_step"] for rs in results.values() for r in rs)
+    print(f"model: {n_params / 1e6:.1f}M parameters, {model_bytes / 2**20:.0f} MiB in fp32; {args.pairs} pairs, "
+          f"{tokens:.0f} tokens per step (max_length {args.max_length}); {args.steps} steps; median over "
+          f"{args.repeats} round(s)")  # fmt: skip
     med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "mode"} for m, rs in results.items()}
     base = med.get("frozen")
     print(f"{'mode':<12} {'step s':>8} {'vs frozen':>9} {'peak RSS MiB':>13} {'saved vs frozen':>16} "
