@@ -169,3 +169,21 @@ def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch
         expected = module.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         got = loaded.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or __import__("importlib").util.find_spec("bitsandbytes") is None,
+    reason="QLoRA needs a CUDA GPU and bitsandbytes",
+)
+def test_qlora_adapter_reference_on_a_gpu(tmp_path, tiny_model_dir, tiny_data_dir):
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir), lora=LORA, reference_mode="adapter", optimizer=adamw,
+        quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"},
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="gpu", devices=1, max_steps=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, data(tiny_data_dir, tiny_model_dir))
+    assert module.policy.is_loaded_in_4bit
+    assert all("lora_" in n for n, p in module.policy.named_parameters() if p.requires_grad)
