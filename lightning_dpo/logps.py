@@ -11,14 +11,30 @@ equals EOS cannot hide a real EOS.
 
 The sequence log-prob is Σ_t log πθ(token_t | tokens_<t) over completion positions t; position t's
 logits come from the model's output at t−1 (the usual one-step label shift).
+
+Two paths compute the same :class:`SequenceLogps` (:func:`completion_logps` picks one):
+
+- the reference path, :func:`sequence_logps` on the model's full (N, T, V) logits: simple, and what the fast
+  path is tested against;
+- the fast path: the decoder body only, the LM head only at the K positions that predict a completion token,
+  through a fused, chunked head (:mod:`lightning_dpo.ops.fused_head`), so no (N, T, V) or even (K, V)
+  logits exist; optionally on a padding-free packed row (:mod:`lightning_dpo.packing`). Models whose head
+  cannot be split off (:mod:`lightning_dpo.ops.causal_lm`) take the reference path.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from lightning_dpo.ops.fused_head import HeadLogps, fused_head_logps
+from lightning_dpo.ops.hidden import completion_hidden
+from lightning_dpo.packing import TokenLayout
 
 
 class SequenceLogps(NamedTuple):
@@ -34,6 +50,9 @@ class SequenceLogps(NamedTuple):
     """Plain Σ log p(token), when it differs from ``logps`` (under LD-DPO); the NLL uses it."""
     wpo_log_weights: Tensor | None = None
     """Mean over completion tokens of log p(token) − log Σ_v p_v² (detached), for WPO weights."""
+    computed_tokens: Tensor | None = None
+    """Tokens each sequence put through the model when the batch ran packed (a shared prompt counts for the
+    chosen row); ``None`` when it ran padded, every row T tokens."""
 
 
 def token_logps(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,6 +79,12 @@ def _at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _row_sums(x: Tensor) -> Tensor:
+    """Σ over the last dimension, accumulated in float64 and returned in ``x``'s dtype: a sequence sums
+    hundreds of log-probs, and fp32 accumulation alone would be off by several ulps of the total."""
+    return x.sum(-1, dtype=torch.promote_types(x.dtype, torch.float64)).to(x.dtype)
+
+
 def length_desensitized_sums(per_token: Tensor, mask: Tensor, ld_alpha: float) -> Tensor:
     """LD-DPO (Liu et al. 2024, arXiv 2409.06411): Σ over the first min(|y_w|, |y_l|) completion tokens of
     each pair, plus ``ld_alpha`` × Σ over the longer completion's remaining tokens.
@@ -72,8 +97,8 @@ def length_desensitized_sums(per_token: Tensor, mask: Tensor, ld_alpha: float) -
     chosen_len, rejected_len = mask.sum(-1).chunk(2)
     shared = torch.minimum(chosen_len, rejected_len).repeat(2).unsqueeze(-1)  # (2B, 1)
     in_shared = mask & (position <= shared)
-    shared_sum = torch.where(in_shared, per_token, torch.zeros_like(per_token)).sum(-1)
-    return shared_sum + ld_alpha * (per_token.sum(-1) - shared_sum)
+    shared_sum = _row_sums(torch.where(in_shared, per_token, torch.zeros_like(per_token)))
+    return shared_sum + ld_alpha * (_row_sums(per_token) - shared_sum)
 
 
 def sequence_logps(
@@ -94,26 +119,112 @@ def sequence_logps(
         with_wpo: Also return the WPO log-weights (one more pass over the vocabulary).
     """
     per_token, mask = token_logps(logits, input_ids, completion_mask)
-    raw = per_token.sum(-1)
+    raw = _row_sums(per_token)
     shifted = _at_least_fp32(logits[:, :-1])
     with torch.no_grad():
-        mean_logits = torch.where(mask, shifted.mean(-1), torch.zeros_like(per_token)).sum(-1)
+        mean_logits = _row_sums(torch.where(mask, shifted.mean(-1), torch.zeros_like(per_token)))
         wpo = None
         if with_wpo:
             # log Σ_v p_v² = logsumexp(2·z) − 2·logsumexp(z), per position.
             log_sum_sq = (2 * shifted).logsumexp(-1) - 2 * shifted.logsumexp(-1)
-            aligned = torch.where(mask, per_token - log_sum_sq, torch.zeros_like(per_token)).sum(-1)
+            aligned = _row_sums(torch.where(mask, per_token - log_sum_sq, torch.zeros_like(per_token)))
             wpo = aligned / mask.sum(-1).clamp(min=1)
     if ld_alpha is None:
         return SequenceLogps(raw, mask.sum(-1), mean_logits, None, wpo)
     return SequenceLogps(length_desensitized_sums(per_token, mask, ld_alpha), mask.sum(-1), mean_logits, raw, wpo)
 
 
+@dataclass(frozen=True)
+class LogpsOptions:
+    """How :func:`completion_logps` computes log-probs. Every choice gives the same values (to fp32 rounding)."""
+
+    fused_head: bool = True
+    """The fast path: the decoder body, then the LM head only at completion positions, fused and chunked.
+    ``False``: the model's full logits (the reference path)."""
+    chunk_size: int | None = None
+    """Tokens per block of logits in the fused head; ``None``: about 8M logits a block."""
+    padding_free: bool | None = None
+    """Pack the batch's sequences into one row (fast path only). ``None``: where it pays, i.e. on a CPU with
+    ``sdpa`` attention (attention per sequence, no mask) and with flash attention."""
+    share_prompt: bool | None = None
+    """Pack each pair as prompt + chosen + rejected, so the prompt runs once (fast path, ``sdpa`` only).
+    ``None``: on a CPU with ``sdpa`` attention."""
+
+
+_OPTIONS: ContextVar[LogpsOptions] = ContextVar("lightning_dpo_logps_options", default=LogpsOptions())
+
+
+@contextmanager
+def logps_options(**changes: object) -> Iterator[LogpsOptions]:
+    """Inside the block, :func:`completion_logps` calls without ``options`` use these settings. This is how
+    :class:`~lightning_dpo.DPOModule` reaches the reference strategies' calls too."""
+    token = _OPTIONS.set(replace(_OPTIONS.get(), **changes))
+    try:
+        yield _OPTIONS.get()
+    finally:
+        _OPTIONS.reset(token)
+
+
 def completion_logps(
-    model: nn.Module, batch: dict[str, Tensor], *, ld_alpha: float | None = None, with_wpo: bool = False
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    *,
+    ld_alpha: float | None = None,
+    with_wpo: bool = False,
+    options: LogpsOptions | None = None,
 ) -> SequenceLogps:
-    """One forward pass of a causal LM over the concatenated batch; returns its :class:`SequenceLogps`."""
-    outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    return sequence_logps(
-        outputs.logits, batch["input_ids"], batch["completion_mask"], ld_alpha=ld_alpha, with_wpo=with_wpo
+    """One forward pass of a causal LM over the concatenated batch; returns its :class:`SequenceLogps`.
+
+    ``options`` (default: the current :func:`logps_options`) chooses the fast or the reference path.
+    """
+    options = options or _OPTIONS.get()
+    fast = (
+        completion_hidden(model, batch, padding_free=options.padding_free, share_prompt=options.share_prompt)
+        if options.fused_head
+        else None
     )
+    if fast is None:
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return sequence_logps(
+            outputs.logits, batch["input_ids"], batch["completion_mask"], ld_alpha=ld_alpha, with_wpo=with_wpo
+        )
+    head = fast.parts.head
+    out = fused_head_logps(
+        fast.hidden, head.weight, head.bias, fast.layout.labels, chunk_size=options.chunk_size,
+        logit_scale=fast.parts.logit_scale, softcap=fast.parts.softcap, with_wpo=with_wpo,
+    )  # fmt: skip
+    sums = sums_over_sequences(out, fast.layout, ld_alpha=ld_alpha)
+    if fast.packed is None:
+        return sums
+    return sums._replace(computed_tokens=fast.packed.tokens_per_sequence)
+
+
+def sums_over_sequences(head: HeadLogps, layout: TokenLayout, *, ld_alpha: float | None = None) -> SequenceLogps:
+    """Per-token head outputs at the K completion targets -> per-sequence :class:`SequenceLogps`.
+
+    The same sums as :func:`sequence_logps`, over (K,) tokens grouped by ``layout.rows`` instead of over
+    (N, T-1) masked rows; LD-DPO's split into each pair's shared prefix uses each token's rank in its
+    completion.
+    """
+    n, rows = layout.num_sequences, layout.rows
+    counts = torch.bincount(rows, minlength=n)  # (N,) completion tokens per sequence
+
+    def per_sequence(values: Tensor) -> Tensor:  # (K,) -> (N,), accumulated in float64: sums of ~1e3 tokens
+        total = torch.promote_types(values.dtype, torch.float64)
+        return values.new_zeros(n, dtype=total).index_add(0, rows, values.to(total)).to(values.dtype)
+
+    raw = per_sequence(head.logps)
+    logits_sum = per_sequence(head.mean_logits)
+    wpo = None
+    if head.log_sum_sq is not None:
+        wpo = per_sequence(head.logps.detach() - head.log_sum_sq) / counts.clamp(min=1)
+    if ld_alpha is None:
+        return SequenceLogps(raw, counts, logits_sum, None, wpo)
+    # LD-DPO: tokens past min(|y_w|, |y_l|) of their pair count with weight ld_alpha.
+    starts = counts.cumsum(0) - counts  # (N,) index of each sequence's first token in K order
+    rank = torch.arange(rows.shape[0], device=rows.device) - starts[rows]  # (K,) 0-based rank in the completion
+    chosen_len, rejected_len = counts.chunk(2)
+    shared = torch.minimum(chosen_len, rejected_len).repeat(2)  # (N,)
+    one, alpha = head.logps.new_ones(()), head.logps.new_full((), ld_alpha)  # in the log-probs' dtype
+    weights = torch.where(rank < shared[rows], one, alpha)  # (K,)
+    return SequenceLogps(per_sequence(head.logps * weights), counts, logits_sum, raw, wpo)

@@ -21,14 +21,16 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` with the embedded default resolved.
 
-    ``dtype``: ``None`` (float32 weights; let the Trainer's ``precision`` decide compute), ``"auto"``
+    ``dtype``: ``None`` (the default dtype: float32, or the Trainer's ``bf16-true`` / ``16-true``), ``"auto"``
     (the checkpoint's own dtype), or ``"float32"`` / ``"bfloat16"`` / ``"float16"``. ``quantization``:
     ``BitsAndBytesConfig`` keys for a k-bit base (QLoRA; needs a GPU and ``bitsandbytes``).
     """
     if dtype not in (None, "auto", *_DTYPES):
         raise ValueError(f"dtype must be one of None, 'auto', {list(_DTYPES)}; got {dtype!r}")
     kwargs: dict = {"trust_remote_code": trust_remote_code, "local_files_only": is_embedded(name_or_path)}
-    kwargs["dtype"] = _DTYPES.get(dtype, torch.float32) if dtype != "auto" else "auto"
+    # None: the default dtype, float32 -- or bfloat16 inside Lightning's init context under ``bf16-true``, so
+    # the weights load in bf16 directly instead of in float32 and then converted (twice the peak memory).
+    kwargs["dtype"] = _DTYPES.get(dtype, torch.get_default_dtype()) if dtype != "auto" else "auto"
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None:  # QLoRA: a k-bit base through bitsandbytes (GPU only)
@@ -67,3 +69,14 @@ def vocab_size(model: PreTrainedModel) -> int:
     """Rows of the output embedding: the size of the distribution the log-probs are taken over."""
     head = model.get_output_embeddings()
     return head.weight.shape[0] if head is not None else model.config.vocab_size
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer's activations in backward (non-reentrant ``torch.utils.checkpoint``, which
+    works with frozen embeddings and FSDP). ``transformers`` skips it whenever grad is off, so a no-grad pass
+    through the same network runs plain."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -17,15 +17,16 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 
 from lightning_dpo.embedded import DEFAULT_MODEL
-from lightning_dpo.logps import SequenceLogps, completion_logps
+from lightning_dpo.logps import SequenceLogps, completion_logps, logps_options
 from lightning_dpo.losses import loss_specs, preference_loss
 from lightning_dpo.metrics import METRIC_NAMES, PreferenceMetrics, Stat, pair_statistics, weighted_mean
 from lightning_dpo.models import disable_dropout as _disable_dropout
-from lightning_dpo.models import load_causal_lm, vocab_size
+from lightning_dpo.models import enable_gradient_checkpointing, load_causal_lm, vocab_size
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
 from lightning_dpo.adapters import apply_lora
 from lightning_dpo.data.report import flatten_report
 from lightning_dpo.reference import Reference, make_reference, resolve_reference_mode
+from lightning_dpo.sharding import check_deepspeed_strategy, fully_shard_model, hf_deepspeed_zero3
 
 Stage = Literal["train", "val", "test"]
 
@@ -72,6 +73,20 @@ class DPOModule(pl.LightningModule):
         dtype: Weight dtype at load: ``None`` (float32), ``auto`` (the checkpoint's), ``bfloat16``, ...
         attn_implementation: Passed to ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``).
         trust_remote_code: Passed to ``from_pretrained``.
+        gradient_checkpointing: Recompute the policy's activations in backward instead of storing them (less
+            memory, about a third more compute). The reference never checkpoints: its pass runs without grad.
+        compile: ``torch.compile`` the policy: ``true`` for the defaults, or ``torch.compile``'s keyword arguments
+            (``{mode: max-autotune, dynamic: true}``). Applied after sharding.
+        fused_logps: Compute log-probs on the fast path: the LM head only at completion positions, fused
+            with log-softmax and chunked, so no (tokens × vocabulary) logits are held. Models whose head
+            cannot be split off fall back to full logits. ``False``: always full logits (the reference path).
+        logps_chunk_size: Tokens per block of logits in the fused head (``None``: about 8M logits a block).
+        padding_free: Pack each batch's sequences into one row, without padding (fast path only). ``None``:
+            where it pays: on a CPU with ``sdpa`` attention (attention per sequence, no mask), and with flash
+            attention.
+        share_prompt: Pack each pair as prompt + chosen + rejected, so that the prompt runs through the model
+            once (fast path, ``sdpa`` attention). ``None``: on a CPU with ``sdpa`` attention. Packed steps log
+            ``train/tokens_saved``: the share of the padded batch's token slots the model did not compute.
         optimizer: Builds the optimizer from the policy's trainable parameters. Default: the paper's
             RMSprop at learning rate 1e-6.
         lr_scheduler: Builds a per-step LR scheduler from the optimizer, or ``None``. Default: the paper's
@@ -105,6 +120,12 @@ class DPOModule(pl.LightningModule):
         dtype: str | None = None,
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+        compile: bool | dict[str, Any] = False,
+        fused_logps: bool = True,
+        logps_chunk_size: int | None = None,
+        padding_free: bool | None = None,
+        share_prompt: bool | None = None,
         optimizer: OptimizerCallable = PaperRMSprop,
         lr_scheduler: LRSchedulerCallable | None = LinearWarmup,
     ) -> None:
@@ -156,12 +177,39 @@ class DPOModule(pl.LightningModule):
         their initialisation context."""
         if self.policy is not None:
             return
-        policy = self._load(self.hparams.model_name_or_path)
-        if self.hparams.lora is not None:
-            policy = apply_lora(policy, dict(self.hparams.lora))
-        policy.train()  # from_pretrained returns eval mode; the trainer keeps modules' modes as they are
-        self.policy = policy
-        self.reference.prepare(self.policy)
+        mesh = self._data_parallel_mesh()  # checked before any weights load
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        with hf_deepspeed_zero3(strategy):  # ZeRO-3: load straight into partitions (no-op otherwise)
+            policy = self._load(self.hparams.model_name_or_path)
+            if self.hparams.lora is not None:
+                policy = apply_lora(policy, dict(self.hparams.lora))
+            policy.train()  # from_pretrained returns eval mode; the trainer keeps modules' modes as they are
+            self.policy = policy
+            self.reference.prepare(self.policy)  # frozen and in eval mode from here on
+        if self.hparams.gradient_checkpointing:
+            # After prepare(), so that a frozen copy does not inherit it; the no-grad reference pass (under
+            # ``adapter`` the same network) runs plain, as transformers skips checkpointing without grad.
+            enable_gradient_checkpointing(self.policy)
+        if mesh is not None:
+            # FSDP2 (ModelParallelStrategy): reference and policy are sharded separately, so no unit holds
+            # both trainable and frozen weights; the reference is already frozen and in eval mode.
+            self.reference.shard(lambda model: fully_shard_model(model, mesh))
+            fully_shard_model(self.policy, mesh)
+        if self.hparams.compile:
+            self.policy.compile(**(self.hparams.compile if isinstance(self.hparams.compile, dict) else {}))
+
+    def _data_parallel_mesh(self) -> Any:
+        """The FSDP2 mesh when ``ModelParallelStrategy`` set one (``self.device_mesh``), else ``None``."""
+        mesh = self.device_mesh
+        if mesh is None:
+            return None
+        if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+            raise ValueError(
+                f"ModelParallelStrategy(tensor_parallel_size={mesh['tensor_parallel'].size()}): lightning_dpo shards "
+                "with FSDP2 only; set trainer.strategy.init_args.tensor_parallel_size: 1 and data_parallel_size to "
+                "the number of devices (configs/fsdp2.yaml)"
+            )
+        return mesh["data_parallel"]
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Policy logits, (N, T, V)."""
@@ -175,8 +223,12 @@ class DPOModule(pl.LightningModule):
         Returns the mean loss and the per-pair statistics behind every metric.
         """
         hp = self.hparams
-        policy = completion_logps(self.policy, batch, ld_alpha=hp.ld_alpha, with_wpo=hp.use_weighting)  # (2B,)
-        reference = self.reference.logps(batch, ld_alpha=hp.ld_alpha)  # (2B,) or None
+        # The options reach the reference strategies' completion_logps calls too.
+        options = {"fused_head": hp.fused_logps, "chunk_size": hp.logps_chunk_size, "padding_free": hp.padding_free,
+                   "share_prompt": hp.share_prompt}  # fmt: skip
+        with logps_options(**options):
+            policy = completion_logps(self.policy, batch, ld_alpha=hp.ld_alpha, with_wpo=hp.use_weighting)  # (2B,)
+            reference = self.reference.logps(batch, ld_alpha=hp.ld_alpha)  # (2B,) or None
         chosen, rejected = _split_pairs(policy)
         ref_chosen, ref_rejected = _split_pairs(reference) if reference is not None else (None, None)
         out = preference_loss(
@@ -199,7 +251,10 @@ class DPOModule(pl.LightningModule):
             # WPO (Zhou et al. 2024, arXiv 2406.11827, Eq. 2): w = exp(mean aligned log p) of both completions.
             pair_weights=torch.exp(chosen.wpo_log_weights + rejected.wpo_log_weights) if hp.use_weighting else None,
         )
-        return out.losses.mean(), pair_statistics(out, chosen, rejected)
+        stats = pair_statistics(out, chosen, rejected)
+        if policy.computed_tokens is not None:  # a packed batch: what packing saved against padding
+            stats["tokens_saved"] = _tokens_saved(policy.computed_tokens, batch["input_ids"].shape[1])
+        return out.losses.mean(), stats
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, stats = self.dpo_step(batch)
@@ -248,6 +303,9 @@ class DPOModule(pl.LightningModule):
     # -- hooks ---------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if type(strategy).__name__ == "DeepSpeedStrategy":
+            check_deepspeed_strategy(strategy)  # the frozen reference stays out of its checkpoints
         # The frozen reference is in eval mode on purpose; Lightning warns about any eval-mode module at
         # the start of fit. Silence exactly that message, and only when we hold a reference model.
         if self.resolved_reference_mode != "none":
@@ -288,6 +346,13 @@ class DPOModule(pl.LightningModule):
                 f"predicts only {vocab_size(self.policy)}: use the model's own tokenizer "
                 "(data.tokenizer_name_or_path) or resize the model's embeddings"
             )
+
+
+def _tokens_saved(computed_tokens: Tensor, width: int) -> Stat:
+    """Per pair, the share of its two padded rows (2 × T slots) that the packed model did not compute."""
+    chosen, rejected = computed_tokens.chunk(2)  # (B,), (B,)
+    saved = 1.0 - (chosen + rejected).float() / (2 * width)
+    return Stat(saved, torch.ones_like(saved))
 
 
 def _split_pairs(seq: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:

@@ -95,3 +95,34 @@ def test_wpo_log_weights_match_a_loop():
             p = torch.softmax(logits[i, t - 1], -1)
             total += torch.log(p[batch["input_ids"][i, t]]) - torch.log((p**2).sum())
         assert torch.allclose(out.wpo_log_weights[i], total / len(positions))
+
+
+def test_logps_options_apply_inside_the_block_and_nest():
+    from lightning_dpo.logps import _OPTIONS, LogpsOptions, logps_options
+
+    assert _OPTIONS.get() == LogpsOptions()
+    with logps_options(fused_head=False, chunk_size=7) as outer:
+        assert outer == LogpsOptions(fused_head=False, chunk_size=7)
+        with logps_options(padding_free=True):
+            assert _OPTIONS.get() == LogpsOptions(fused_head=False, chunk_size=7, padding_free=True)
+        assert _OPTIONS.get() == outer
+    assert _OPTIONS.get() == LogpsOptions()
+
+
+def test_sums_over_sequences_match_the_padded_sums():
+    """The fast path's per-token -> per-sequence sums (LD-DPO, WPO, logits) equal sequence_logps's."""
+    from lightning_dpo.ops.fused_head import reference_head_logps
+    from lightning_dpo.logps import sums_over_sequences
+    from lightning_dpo.packing import token_layout
+
+    pairs, batch, logits = _pairs_batch()
+    layout = token_layout(batch)
+    selected = logits[layout.rows, layout.cols]  # (K, V): the logits at the target-predicting positions
+    identity = torch.eye(selected.shape[1], dtype=selected.dtype)
+    head = reference_head_logps(selected, identity, None, layout.labels, with_wpo=True)
+    for ld_alpha in (None, 0.3):
+        fast = sums_over_sequences(head, layout, ld_alpha=ld_alpha)
+        slow = sequence_logps(logits, batch["input_ids"], batch["completion_mask"], ld_alpha=ld_alpha, with_wpo=True)
+        for a, b in zip(fast, slow):
+            if a is not None:
+                assert torch.allclose(a.to(b.dtype), b)

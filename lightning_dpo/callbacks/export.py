@@ -8,9 +8,10 @@ import os
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
-from torch import nn
+from torch import Tensor, nn
 
 from lightning_dpo.adapters import is_peft_model
+from lightning_dpo.sharding import full_policy_state_dict
 
 
 class HFExportCallback(Callback):
@@ -19,8 +20,9 @@ class HFExportCallback(Callback):
     ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
 
     A LoRA policy is saved as its adapter alone (``PeftModel.from_pretrained`` loads it onto the base), or,
-    with ``merge_adapter``, merged into the base weights (``AutoModelForCausalLM`` loads it). Only global
-    rank 0 writes.
+    with ``merge_adapter``, merged into the base weights (``AutoModelForCausalLM`` loads it). Under sharded
+    strategies (FSDP1, FSDP2, DeepSpeed ZeRO-3) every rank helps gather the full policy; only global rank 0
+    writes.
 
     Args:
         dirname: Folder inside the run's log directory (or an absolute path).
@@ -49,8 +51,10 @@ class HFExportCallback(Callback):
         return os.path.join(trainer.log_dir or trainer.default_root_dir, self.dirname)
 
     def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str) -> None:
+        # Under FSDP1/FSDP2/ZeRO-3 every rank takes part in gathering the full policy; rank 0 gets it.
+        state = full_policy_state_dict(pl_module.policy, trainer.strategy.model)
         if trainer.is_global_zero:
-            save_policy(pl_module.policy, path, self.merge_adapter)
+            save_policy(pl_module.policy, path, self.merge_adapter, state_dict=state)
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
             if tokenizer is not None:
                 tokenizer.save_pretrained(path)
@@ -59,11 +63,24 @@ class HFExportCallback(Callback):
         trainer.strategy.barrier()
 
 
-def save_policy(policy: nn.Module, path: str, merge_adapter: bool = False) -> None:
-    """``save_pretrained`` of the policy; a LoRA policy as its trained adapter, or merged into a copy."""
+def save_policy(
+    policy: nn.Module, path: str, merge_adapter: bool = False, state_dict: dict[str, Tensor] | None = None
+) -> None:
+    """``save_pretrained`` of the policy; a LoRA policy as its trained adapter, or merged into a copy.
+
+    ``state_dict``: the full weights gathered from a sharded policy (``sharding.full_policy_state_dict``);
+    ``None`` when the policy holds them itself.
+    """
+    policy = getattr(policy, "_fsdp_wrapped_module", policy)  # an FSDP1 unit: save the model inside it
+    kwargs = {} if state_dict is None else {"state_dict": state_dict}
     if not is_peft_model(policy):
-        policy.save_pretrained(path)
+        policy.save_pretrained(path, **kwargs)
     elif merge_adapter:
+        if state_dict is not None:
+            raise ValueError(
+                "HFExportCallback(merge_adapter=True) cannot merge a sharded LoRA policy; export the adapter "
+                "(merge_adapter: false) and merge it offline with PeftModel.from_pretrained(...).merge_and_unload()"
+            )
         copy.deepcopy(policy).merge_and_unload().save_pretrained(path)  # merging in place would end training
     else:
-        policy.save_pretrained(path, selected_adapters=[policy.active_adapter])  # not TR-DPO's frozen copy
+        policy.save_pretrained(path, selected_adapters=[policy.active_adapter], **kwargs)  # not TR-DPO's frozen copy

@@ -326,10 +326,16 @@ class PreferenceDataModule(pl.LightningDataModule):
         return tokens_fingerprint(self.train_data, self.val_data)
 
     def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-        """Batches of this rank's share of all pairs (every ``world_size``-th, from ``rank``), in order."""
+        """Batches of this rank's share of all pairs (every ``world_size``-th, from ``rank``), in order.
+
+        Every rank gets the same number of pairs (a short share repeats its first pairs, whose values are
+        simply computed twice), so sharded models, whose forward passes are collective, stay in step.
+        """
         everything = ConcatDataset([IndexedPairs(self.train_data), IndexedPairs(self.val_data, len(self.train_data))])
-        share = Subset(everything, range(rank, len(everything), world_size))
-        return self._loader(share, batch_size)
+        share = list(range(rank, len(everything), world_size))
+        per_rank = -(-len(everything) // world_size)
+        share += (share or [0]) * (per_rank - len(share))
+        return self._loader(Subset(everything, share[:per_rank]), batch_size)
 
 
 def _primitive(dataset: Any) -> Any:

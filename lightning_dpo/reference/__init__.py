@@ -52,7 +52,9 @@ def make_reference(
     if mode == "none":
         return NoReference(sync)
     if mode == "frozen":
-        return FrozenReference(partial(load, ref_source) if ref_source else None, ref_source, sync)
+        return FrozenReference(
+            partial(load, ref_source) if ref_source else None, ref_source, sync, reload=partial(load, model_source)
+        )
     if mode == "precomputed":
         if sync:
             raise ValueError("sync_ref_model (TR-DPO) changes the reference during training, which precomputed "

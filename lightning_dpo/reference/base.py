@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from torch import Tensor, nn
 
@@ -49,6 +49,9 @@ class Reference(nn.Module):
         """Reference log-probs for the concatenated batch, ``(2B,)``, or ``None`` when reference-free.
         ``ld_alpha``: LD-DPO's weighting, applied as to the policy's log-probs."""
         return None
+
+    def shard(self, fn: Callable[[nn.Module], Any]) -> None:
+        """Apply ``fn`` (e.g. FSDP2's ``fully_shard``) to each model this strategy owns; none by default."""
 
     def before_fit(self, module: nn.Module) -> None:
         """Called once when fit starts, after the data is set up (used by ``precomputed``)."""

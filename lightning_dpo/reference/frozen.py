@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lightning_dpo.logps import SequenceLogps, completion_logps
 from lightning_dpo.models import vocab_size
 from lightning_dpo.reference.base import Reference
+from lightning_dpo.sharding import is_partitioned
 
 
 class FrozenReference(Reference):
@@ -24,9 +25,14 @@ class FrozenReference(Reference):
     supports_sync = True
 
     def __init__(
-        self, load_separate: Callable[[], nn.Module] | None = None, source: str | None = None, sync: bool = False
+        self,
+        load_separate: Callable[[], nn.Module] | None = None,
+        source: str | None = None,
+        sync: bool = False,
+        reload: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__(sync)
+        self._reload = reload  # loads the policy's source again, where a deep copy cannot work (ZeRO-3)
         self._load_separate = load_separate
         self._source = source
         self.model: nn.Module | None = None
@@ -35,7 +41,8 @@ class FrozenReference(Reference):
         if self.model is not None:
             return
         if self._load_separate is None:
-            model = copy.deepcopy(policy)
+            # A ZeRO-3-partitioned policy holds no weights to copy: load the source again instead.
+            model = self._reload() if self._reload is not None and is_partitioned(policy) else copy.deepcopy(policy)
         else:
             model = self._load_separate()
             check_same_vocabulary(policy, model, self._source)
@@ -44,6 +51,9 @@ class FrozenReference(Reference):
         model.requires_grad_(False)
         self.model = model
         self.train(False)
+
+    def shard(self, fn: Callable[[nn.Module], Any]) -> None:
+        fn(self.model)
 
     def train(self, mode: bool = True) -> FrozenReference:
         return super().train(False)

@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 from torch.utils.data import DistributedSampler
 
 from lightning_dpo import PreferenceDataModule
@@ -150,3 +151,13 @@ def test_the_tiny_config_default_still_loads(tiny_model_dir):
     data = PreferenceDataModule(tokenizer_name_or_path=str(tiny_model_dir), max_length=128, max_prompt_length=64)
     data.setup("fit")
     assert (len(data.train_data), len(data.val_data)) == (2000, 200)
+
+
+def test_pair_batches_give_every_rank_the_same_count(tiny_data_dir, tiny_model_dir):
+    data = PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), val_size=3)
+    data.setup("fit")
+    n = data.num_pairs()  # 64: 48 train + 16 val
+    for world in (3, 5):  # 64 is not a multiple of either
+        shares = [torch.cat([b["pair_index"] for b in data.pair_batches(4, rank, world)]) for rank in range(world)]
+        assert len({len(s) for s in shares}) == 1
+        assert set(torch.cat(shares).tolist()) == set(range(n))

@@ -1,0 +1,395 @@
+"""lightning_dpo against TRL's DPOTrainer and a plain-PyTorch full-logits step: same model, same pairs.
+
+    pip install -e ".[bench]"
+    python benchmarks/bench_vs_trl.py [--shapes small large] [--steps 4] [--warmup 2] [--repeats 1]
+
+Shapes (random Llamas, fp32, AdamW at 1e-6, no gradient clipping, no checkpointing, dropout off):
+
+- ``small``: 4 layers, hidden 256, vocabulary 8,192, batch 8 pairs, ``max_length`` 256;
+- ``large`` (memory-bound): 2 layers, hidden 256, untied embeddings, vocabulary 131,072, ``max_length``
+  1,024, batch 4 pairs.
+
+Data: multi-turn dialogues built from the bundled pairs, so that prompts are about two thirds of the
+tokens: each prompt holds several earlier exchanges, and each completion is the answer plus the next
+exchanges (polite ones for chosen, rude ones for rejected). The tokenizer is the bundled 1,024-token one;
+the models' larger vocabularies keep the LM head's real cost.
+
+Every runner trains on exactly the same batches in the same order (lightning_dpo's seeded order; TRL and
+the plain step read it sequentially), each measurement in its own process, the processes alternating
+(A B C A B C …) over ``--repeats`` rounds, with glibc's mmap threshold fixed so that peak RSS measures live
+memory. Runners:
+
+- ``lightning_dpo``: ``DPOModule`` + ``PreferenceDataModule`` under a ``pl.Trainer``, default options (on a
+  CPU with sdpa: the fused head at completion positions, padding-free rows with each pair's prompt once);
+- ``lightning_dpo_padded``: the same with ``padding_free=False, share_prompt=False`` (the fused head on the
+  padded batch);
+- ``trl``: ``trl.DPOTrainer`` in its fastest CPU setting: fp32, no gradient checkpointing, ``use_cpu``,
+  no evaluation, no logging, no precompute, a constant learning rate, ``max_grad_norm=0``;
+- ``plain``: the policy forward with full logits, the reference forward, log-softmax + gather in fp32,
+  the sigmoid loss, backward and the AdamW step, nothing else.
+
+Printed per shape: the median step time (steps after ``--warmup``), tokens per second (non-padding tokens of
+chosen + rejected rows), peak RSS, and each runner's ratio to TRL and to the plain step; and, from the
+lightning_dpo process, the largest difference between the fast and the reference (full-logits) path in
+loss and rewards on the first batch (fp32). Numbers are measurements of that run, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RUNNERS = ("lightning_dpo", "lightning_dpo_padded", "trl", "plain")
+
+
+@dataclass(frozen=True)
+class Shape:
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    vocab: int
+    tied: bool
+    max_length: int
+    pairs: int
+    history: tuple[int, int]
+    """Earlier exchanges in each prompt: uniform in [a, b]."""
+    follow_ups: tuple[int, int]
+    """Exchanges after the answer in each completion: uniform in [a, b]."""
+
+
+SHAPES = {
+    "small": Shape(4, 256, 688, 4, 8192, False, 256, 8, (2, 4), (0, 2)),
+    "large": Shape(2, 256, 688, 4, 131072, False, 1024, 4, (8, 18), (3, 8)),
+}
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+
+def build_data(path: Path, shape: Shape, num_pairs: int, seed: int = 0) -> None:
+    """Multi-turn pairs from the bundled data (module docstring), all within ``max_length``."""
+    from lightning_dpo.embedded import DEFAULT_DATASET, resolve_dataset
+
+    source = Path(resolve_dataset(DEFAULT_DATASET)) / "train.jsonl"
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    rng = random.Random(seed)
+    path.mkdir(parents=True)
+    for split, n in (("train", num_pairs), ("val", 4)):
+        with open(path / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for _ in range(n):
+                picks = rng.sample(rows, shape.history[1] + shape.follow_ups[1] + 1)
+                history = picks[: rng.randint(*shape.history)]
+                row, after = picks[shape.history[1]], picks[shape.history[1] + 1 :][: rng.randint(*shape.follow_ups)]
+                prompt = "".join(r["prompt"] + r["chosen"] for r in history) + row["prompt"]
+                chosen = row["chosen"] + "".join(r["prompt"] + r["chosen"] for r in after)
+                rejected = row["rejected"] + "".join(r["prompt"] + r["rejected"] for r in after)
+                f.write(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}) + "\n")
+
+
+def build_model(path: Path, shape: Shape) -> int:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lightning_dpo.embedded import DEFAULT_MODEL
+    from lightning_dpo.models import load_tokenizer
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL)  # 1,024 tokens: every id is in range of the larger vocabulary
+    config = LlamaConfig(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
+        max_position_embeddings=shape.max_length, tie_word_embeddings=shape.tied,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def datamodule(model_dir: str, data_dir: str, shape: Shape):
+    from lightning_dpo import PreferenceDataModule
+
+    return PreferenceDataModule(
+        dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=shape.pairs, max_length=shape.max_length,
+        max_prompt_length=None,
+    )  # fmt: skip
+
+
+def training_order(model_dir: str, data_dir: str, shape: Shape, out: Path) -> dict:
+    """Tokenise once (the cache serves the children) and write the pairs in lightning_dpo's training order,
+    as text for TRL and as token ids for the plain step."""
+    from lightning_dpo.data.sampler import shuffled_order
+
+    data = datamodule(model_dir, data_dir, shape)
+    data.prepare_data()
+    data.setup("fit")
+    order = shuffled_order(len(data.train_data), 1, 0, data.hparams.seed)
+    texts = [json.loads(line) for line in (Path(data_dir) / "train.jsonl").read_text().splitlines()]
+    tokens = data.train_data.select_columns(["prompt_input_ids", "chosen_input_ids", "rejected_input_ids"])
+    with open(out / "ordered.jsonl", "w") as f:
+        for i in order:
+            f.write(json.dumps({**texts[i], **tokens[i]}) + "\n")
+    prompt = sum(len(tokens[i]["prompt_input_ids"]) * 2 for i in order)
+    completion = sum(len(tokens[i]["chosen_input_ids"]) + len(tokens[i]["rejected_input_ids"]) for i in order)
+    return {"prompt_share": prompt / (prompt + completion), "pairs": len(order)}
+
+
+# -- runners (each in its own process) ---------------------------------------------------------------
+
+
+def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padded: bool) -> dict:
+    import pytorch_lightning as pl
+    import torch
+
+    from lightning_dpo import DPOModule
+
+    times: list[float] = []
+    tokens: list[int] = []
+
+    class StepTimer(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            times.append(time.perf_counter() - self.start)
+            tokens.append(int(batch["attention_mask"].sum()))
+
+    torch.manual_seed(0)
+    module = DPOModule(
+        model_name_or_path=model_dir, beta=0.1, **({"padding_free": False, "share_prompt": False} if padded else {}),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0), lr_scheduler=None,
+    )  # fmt: skip
+    data = datamodule(model_dir, data_dir, shape)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()], num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, data)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the parity check's full logits
+    return {"times": times, "tokens": tokens, "peak_rss_bytes": peak, **_parity(module, data)}
+
+
+def _parity(module, data, pairs: int = 2) -> dict:
+    """Largest |fast − reference| of the loss and rewards on the first ``pairs`` pairs of the first batch."""
+    import torch
+
+    batch = next(iter(data.train_dataloader()))
+    half = batch["input_ids"].shape[0] // 2
+    rows = [*range(pairs), *range(half, half + pairs)]  # chosen rows, then their rejected rows
+    batch = {k: v[rows] for k, v in batch.items() if k != "pair_index"}
+    torch.manual_seed(1)
+    with torch.no_grad():  # move the policy off the reference, so that rewards are not ~0
+        for param in module.policy.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    results = []
+    for fused in (False, True):
+        module.hparams.fused_logps = fused
+        with torch.no_grad():
+            loss, stats = module.dpo_step(batch)
+        results.append((loss, stats["rewards/chosen"].values, stats["rewards/rejected"].values))
+    (loss_a, c_a, r_a), (loss_b, c_b, r_b) = results
+    return {
+        "parity_loss": float((loss_a - loss_b).abs()),
+        "parity_rewards": float(torch.cat([(c_a - c_b).abs(), (r_a - r_b).abs()]).max()),
+        "parity_reward_scale": float(torch.cat([c_a, r_a]).abs().max()),
+    }
+
+
+def _ordered(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "ordered.jsonl").read_text().splitlines()]
+
+
+def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    rows = _ordered(out_dir)
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter() - self.start)
+
+    class SequentialDPOTrainer(DPOTrainer):
+        def _get_train_sampler(self, *args, **kwargs):  # the same batches, in the same order, as the others
+            return SequentialSampler(self.train_dataset)
+
+    args = DPOConfig(
+        output_dir=str(out_dir / "trl"), per_device_train_batch_size=shape.pairs, max_steps=steps,
+        learning_rate=1e-6, lr_scheduler_type="constant", weight_decay=0.0, optim="adamw_torch", max_grad_norm=0.0,
+        beta=0.1, max_length=shape.max_length, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
+        dataloader_num_workers=0, precompute_ref_log_probs=False, eval_strategy="no", logging_steps=10**6,
+        save_strategy="no", report_to="none", disable_tqdm=True, seed=0, dataset_num_proc=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    trainer = SequentialDPOTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model_dir),
+        callbacks=[StepTimer()],
+    )  # fmt: skip
+    first = trainer.train_dataset[0]
+    trl_tokens = len(first["prompt_ids"]) * 2 + len(first["chosen_ids"]) + len(first["rejected_ids"])
+    ours = len(rows[0]["prompt_input_ids"]) * 2 + len(rows[0]["chosen_input_ids"]) + len(rows[0]["rejected_input_ids"])
+    trainer.train()
+    return {"times": times, "tokens": _step_tokens(rows, shape.pairs, len(times)), "trl_tokens_first_pair": trl_tokens,
+            "our_tokens_first_pair": ours}  # fmt: skip
+
+
+def run_plain(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from lightning_dpo.data.collate import PreferenceCollator
+
+    torch.manual_seed(0)
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, weight_decay=0.0)
+    rows = _ordered(out_dir)
+    collate = PreferenceCollator(pad_token_id=policy.config.pad_token_id)
+    times: list[float] = []
+
+    def logps(logits, batch):  # (N, T, V) -> (N,): log-softmax + gather over completion tokens, fp32
+        per_token = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])
+        return (per_token.squeeze(-1) * batch["completion_mask"][:, 1:]).sum(-1)
+
+    for step in range(steps):
+        batch = collate(rows[step * shape.pairs : (step + 1) * shape.pairs])
+        start = time.perf_counter()
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+        policy_logps = logps(policy(**inputs).logits, batch)
+        with torch.no_grad():
+            ref_logps = logps(reference(**inputs).logits, batch)
+        chosen, rejected = (policy_logps - ref_logps).chunk(2)
+        loss = -F.logsigmoid(0.1 * (chosen - rejected)).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return {"times": times, "tokens": _step_tokens(rows, shape.pairs, steps)}
+
+
+def _step_tokens(rows: list[dict], pairs: int, steps: int) -> list[int]:
+    """Non-padding tokens of each step's 2B rows."""
+    out = []
+    for step in range(steps):
+        batch = rows[step * pairs : (step + 1) * pairs]
+        out.append(sum(2 * len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) + len(r["rejected_input_ids"]) for r in batch))
+    return out
+
+
+def child(runner: str, shape_name: str, model_dir: str, data_dir: str, out_dir: str, out: str, steps: int) -> None:
+    shape = SHAPES[shape_name]
+    if runner.startswith("lightning_dpo"):
+        result = run_lightning(model_dir, data_dir, shape, steps, padded=runner == "lightning_dpo_padded")
+    elif runner == "trl":
+        result = run_trl(model_dir, Path(out_dir), shape, steps)
+    else:
+        result = run_plain(model_dir, Path(out_dir), shape, steps)
+    result.setdefault("peak_rss_bytes", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    Path(out).write_text(json.dumps(result))
+
+
+# -- the parent: build, alternate, report ------------------------------------------------------------
+
+
+def summarise(results: list[dict], warmup: int) -> dict:
+    """Medians over all measured steps of all rounds: step time, and tokens per second of each step."""
+    times = [t for r in results for t in r["times"][warmup:]]
+    rates = [n / t for r in results for n, t in zip(r["tokens"][warmup:], r["times"][warmup:])]
+    step, tokens = statistics.median(times), statistics.median(rates)
+    peak = statistics.median(r["peak_rss_bytes"] for r in results)
+    extra = {k: max(r[k] for r in results) for k in ("parity_loss", "parity_rewards", "parity_reward_scale") if k in results[0]}
+    return {"step_s": step, "tokens_per_s": tokens, "peak_rss_mib": peak / 2**20, **extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    parser.add_argument("--steps", type=int, default=4, help="measured steps per process")
+    parser.add_argument("--warmup", type=int, default=2, help="steps before measuring")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the runners")
+    parser.add_argument("--json", help="also write the summary here")
+    parser.add_argument("--_child", nargs=7, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._child:
+        runner, shape, model_dir, data_dir, out_dir, out, steps = args._child
+        child(runner, shape, model_dir, data_dir, out_dir, out, int(steps))
+        return
+
+    total_steps = args.warmup + args.steps
+    summary = {}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; python {platform.python_version()}")
+    for shape_name in args.shapes:
+        shape = SHAPES[shape_name]
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "LIGHTNING_DPO_CACHE": str(tmp / "cache"),
+                   "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+            os.environ.update(env)
+            n_params = build_model(tmp / "model", shape)
+            build_data(tmp / "data", shape, shape.pairs * total_steps)
+            info = training_order(str(tmp / "model"), str(tmp / "data"), shape, tmp)
+            results: dict[str, list[dict]] = {r: [] for r in args.runners}
+            for round_ in range(args.repeats):
+                for runner in args.runners:
+                    out = tmp / f"{runner}-{round_}.json"
+                    command = [sys.executable, __file__, "--_child", runner, shape_name, str(tmp / "model"),
+                               str(tmp / "data"), str(tmp), str(out), str(total_steps)]  # fmt: skip
+                    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        sys.exit(f"{runner} failed on {shape_name}:\n{proc.stderr[-4000:]}")
+                    results[runner].append(json.loads(out.read_text()))
+                    print(f"  {shape_name} round {round_ + 1}: {runner} done", file=sys.stderr, flush=True)
+        rows = {runner: summarise(rs, args.warmup) for runner, rs in results.items()}
+        summary[shape_name] = {"shape": asdict(shape), "parameters": n_params, **info, "runners": rows}
+        first = results.get("trl", [{}])[0]
+        print(f"\n{shape_name}: {shape.layers} layers, hidden {shape.hidden}, vocab {shape.vocab}, "
+              f"{'tied' if shape.tied else 'untied'}, {n_params / 1e6:.1f}M parameters; {shape.pairs} pairs a step, "
+              f"max_length {shape.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of "
+              f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} round(s)")  # fmt: skip
+        if "trl_tokens_first_pair" in first:
+            print(f"  tokens of the first pair: TRL {first['trl_tokens_first_pair']}, lightning_dpo {first['our_tokens_first_pair']}")
+        trl, plain = rows.get("trl"), rows.get("plain")
+        print(f"  {'runner':<22}{'step s':>9}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}{'vs plain':>10}"
+              f"{'mem vs TRL':>12}")  # fmt: skip
+        for runner, r in rows.items():
+            vs_trl = f"{r['step_s'] / trl['step_s']:.2f}" if trl else "-"
+            vs_plain = f"{r['step_s'] / plain['step_s']:.2f}" if plain else "-"
+            mem = f"{r['peak_rss_mib'] / trl['peak_rss_mib']:.2f}" if trl else "-"
+            print(f"  {runner:<22}{r['step_s']:9.3f}{r['tokens_per_s']:10.0f}{r['peak_rss_mib']:14.0f}{vs_trl:>8}"
+                  f"{vs_plain:>10}{mem:>12}")  # fmt: skip
+        for runner, r in rows.items():
+            if "parity_loss" in r:
+                print(f"  {runner}: fast vs reference path on batch 1: |Δloss| {r['parity_loss']:.1e}, "
+                      f"max |Δreward| {r['parity_rewards']:.1e} (rewards up to {r['parity_reward_scale']:.2f})")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

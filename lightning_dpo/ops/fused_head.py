@@ -1,0 +1,189 @@
+"""LM head + log-softmax + gather, fused and chunked over tokens, with its own backward.
+
+For K selected positions with hidden states h (K, H), a head W (V, H) (+ bias b (V,)), and target ids y (K,):
+
+    z_k = transform(W h_k + b)                  # (V,) logits of position k
+    logp_k = z_k[y_k] − logsumexp(z_k)          # what DPO sums
+    mean_k = mean_v z_k,v                       # the logits/* metrics (detached)
+    lss_k  = log Σ_v p_v² = logsumexp(2 z_k) − 2 logsumexp(z_k)   # WPO's weights (detached, optional)
+
+``transform`` is the identity for a plain head, or a model's logit scaling and final soft-capping
+(z = c·tanh(s·y / c), Gemma 2; z = s·y, Cohere, Granite).
+
+:func:`fused_head_logps` computes this ``chunk_size`` tokens at a time: only a (chunk, V) block of logits
+exists at once, forward and backward, so peak memory grows with the chunk, not with K·V. The backward
+recomputes each block from the saved h and the per-token log-normaliser (one more head matmul instead of
+keeping K·V floats): with g the incoming gradient of logp,
+
+    ∂logp_k / ∂z_k = onehot(y_k) − softmax(z_k)  =>  dz = g_k (onehot − p),  dh = dz' W,  dW = dz'ᵀ h,
+
+where dz' is dz through ``transform``. :func:`reference_head_logps` is the same maths on full logits, for
+parity tests.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 23
+"""Logit elements per chunk when no chunk size is given: 32 MiB of fp32 (e.g. 1,024 tokens × 8k vocabulary,
+64 tokens × 131k). Peak memory of the head is a few such blocks."""
+
+
+class HeadLogps(NamedTuple):
+    """Per-token outputs of the head at the selected positions; every tensor is ``(K,)``."""
+
+    logps: Tensor
+    """log p(y_k | prefix), in at least fp32; differentiable."""
+    mean_logits: Tensor
+    """Vocabulary-mean logit (detached)."""
+    log_sum_sq: Tensor | None = None
+    """log Σ_v p_v² (detached), when asked for (WPO)."""
+
+
+def auto_chunk_size(vocab: int, elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
+    """Tokens per chunk so that one (chunk, V) block holds about ``elements`` logits."""
+    return max(1, elements // max(vocab, 1))
+
+
+def _transform(y: Tensor, logit_scale: float, softcap: float | None) -> Tensor:
+    """A model's logit post-processing, in place on the fp32 block ``y``: z = c·tanh(s·y / c)."""
+    if logit_scale != 1.0:
+        y.mul_(logit_scale)
+    if softcap is not None:
+        y.div_(softcap).tanh_().mul_(softcap)
+    return y
+
+
+def _compute_dtype(hidden: Tensor) -> torch.dtype:
+    """The matmul dtype the model's own head would use: autocast's, or the hidden states'."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
+def _block(h: Tensor, weight: Tensor, bias: Tensor | None, out: torch.dtype, scale: float, cap: float | None) -> Tensor:
+    """(C, H) hidden -> (C, V) transformed logits in ``out`` (at least fp32)."""
+    return _transform(F.linear(h, weight, bias).to(out), scale, cap)
+
+
+class _FusedHeadLogps(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_size, logit_scale, softcap, with_wpo):
+        # hidden (K, H), weight (V, H), bias (V,) or None, labels (K,) long
+        compute = _compute_dtype(hidden)
+        out = torch.promote_types(compute, torch.float32)
+        device = hidden.device.type
+        num_tokens = hidden.shape[0]
+        logps = hidden.new_empty(num_tokens, dtype=out)
+        log_norm = hidden.new_empty(num_tokens, dtype=out)  # logsumexp(z_k), kept for the backward
+        mean_logits = hidden.new_empty(num_tokens, dtype=out)
+        log_sum_sq = hidden.new_empty(num_tokens if with_wpo else 0, dtype=out)
+        with torch.autocast(device, enabled=False):
+            w = weight.to(compute)  # one cast for all chunks (a no-op without autocast)
+            b = bias.to(compute) if bias is not None else None
+            for start in range(0, num_tokens, chunk_size):
+                rows = slice(start, start + chunk_size)
+                z = _block(hidden[rows].to(compute), w, b, out, logit_scale, softcap)  # (C, V)
+                lse = torch.logsumexp(z, -1)  # (C,)
+                log_norm[rows] = lse
+                logps[rows] = z.gather(1, labels[rows, None]).squeeze(1) - lse
+                mean_logits[rows] = z.mean(-1)
+                if with_wpo:
+                    log_sum_sq[rows] = torch.logsumexp(z.mul_(2), -1) - 2 * lse
+        ctx.save_for_backward(hidden, weight, bias, labels, log_norm)
+        ctx.config = (chunk_size, logit_scale, softcap, compute)
+        ctx.mark_non_differentiable(mean_logits, log_sum_sq)
+        return logps, mean_logits, log_sum_sq
+
+    @staticmethod
+    def backward(ctx, grad_logps, _grad_mean, _grad_lss):
+        hidden, weight, bias, labels, log_norm = ctx.saved_tensors
+        chunk_size, logit_scale, softcap, compute = ctx.config
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        out = log_norm.dtype
+        grad_h = torch.empty_like(hidden) if need_h else None
+        # dW accumulates over chunks in at least fp32, so that half-precision chunk products are not rounded.
+        grad_w = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
+                             device=weight.device) if need_w else None  # fmt: skip
+        grad_b = torch.zeros(weight.shape[0], dtype=torch.promote_types(weight.dtype, torch.float32),
+                             device=weight.device) if need_b else None  # fmt: skip
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(compute)
+            b = bias.to(compute) if bias is not None else None
+            for start in range(0, hidden.shape[0], chunk_size):
+                rows = slice(start, start + chunk_size)
+                h = hidden[rows].to(compute)
+                z = _block(h, w, b, out, logit_scale, softcap)  # (C, V), recomputed
+                g = grad_logps[rows].to(out)  # (C,)
+                # Through z = c·tanh(s·y/c): dz/dy = s·(1 − tanh²), and tanh = z/c.
+                dcap = (z / softcap).square_().neg_().add_(1) if softcap is not None else None  # (C, V)
+                # dz = g (onehot − p), built in place over z.
+                dz = z.sub_(log_norm[rows, None]).exp_().mul_(-g[:, None])
+                dz.scatter_add_(1, labels[rows, None], g[:, None])
+                if dcap is not None:
+                    dz.mul_(dcap)
+                if logit_scale != 1.0:
+                    dz.mul_(logit_scale)
+                if need_h:
+                    grad_h[rows] = (dz.to(compute) @ w).to(hidden.dtype)
+                if need_w:
+                    grad_w.addmm_(dz.t().to(grad_w.dtype), h.to(grad_w.dtype))
+                if need_b:
+                    grad_b += dz.sum(0).to(grad_b.dtype)
+        grad_w = grad_w.to(weight.dtype) if need_w else None
+        grad_b = grad_b.to(bias.dtype) if need_b else None
+        return grad_h, grad_w, grad_b, None, None, None, None, None
+
+
+def fused_head_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    labels: Tensor,
+    *,
+    chunk_size: int | None = None,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    with_wpo: bool = False,
+) -> HeadLogps:
+    """Per-token log-probs of ``labels`` under the head, ``chunk_size`` tokens at a time (see the module doc).
+
+    Args:
+        hidden: (K, H) final hidden states at the positions that predict ``labels``.
+        weight: (V, H) the LM head's weight; bias: (V,) or ``None``.
+        labels: (K,) target token ids.
+        chunk_size: Tokens per block of logits; ``None`` sizes blocks to about 8M logits.
+        logit_scale, softcap: The model's logit post-processing (1.0 and ``None`` for a plain head).
+        with_wpo: Also return log Σ_v p_v² per token.
+    """
+    chunk = chunk_size or auto_chunk_size(weight.shape[0])
+    logps, mean_logits, lss = _FusedHeadLogps.apply(
+        hidden, weight, bias, labels, chunk, float(logit_scale), softcap, with_wpo
+    )
+    return HeadLogps(logps, mean_logits, lss if with_wpo else None)
+
+
+def reference_head_logps(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    labels: Tensor,
+    *,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    with_wpo: bool = False,
+) -> HeadLogps:
+    """The same outputs from full (K, V) logits and autograd: the simple path the fused one must match."""
+    z = F.linear(hidden, weight, bias)  # (K, V)
+    z = z.to(torch.promote_types(z.dtype, torch.float32)) * logit_scale
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    log_norm = z.logsumexp(-1)
+    logps = z.gather(1, labels[:, None]).squeeze(1) - log_norm
+    with torch.no_grad():
+        lss = (2 * z).logsumexp(-1) - 2 * log_norm if with_wpo else None
+        return HeadLogps(logps, z.mean(-1), lss)

@@ -1,0 +1,151 @@
+"""Where the completion tokens of a batch sit, and padding-free packing of a batch into one row.
+
+A concatenated batch (see :mod:`lightning_dpo.logps`) holds N = 2B right-padded rows of width T, chosen
+rows first. DPO needs the model's output only at positions whose *next* token is a completion token:
+position t of row n when ``completion_mask[n, t + 1]`` is 1. :func:`token_layout` lists those K positions.
+
+:func:`pack` lays the batch out as one row of S tokens without padding, in one of two ways:
+
+- sequence by sequence: the N real sequences back to back, position ids restarting at 0 in each;
+- prompt shared (``share_prompt``): per pair, its prompt once, then the chosen completion, then the rejected
+  completion. The chosen tokens see the prompt and the earlier chosen tokens; the rejected tokens see the
+  prompt and the earlier rejected tokens (never the chosen ones), and keep the position ids they have in
+  their own row. Every output equals the unshared one, and the prompt (about two thirds of the tokens in
+  multi-turn data) runs through the model once instead of twice; its gradient is the sum of both uses.
+
+The attention spans that keep sequences apart go with the packed row (``spans``; see
+:mod:`lightning_dpo.ops.segment_attention`). :func:`padding_fraction` is the share of the batch's (N, T)
+slots that are padding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class TokenLayout(NamedTuple):
+    """The K completion targets of a batch, in row-major order (sequence by sequence, left to right)."""
+
+    rows: Tensor
+    """(K,) the sequence of each target."""
+    cols: Tensor
+    """(K,) the position t whose output predicts the target token (at t + 1)."""
+    labels: Tensor
+    """(K,) the target token ids."""
+    num_sequences: int
+    """N, the rows of the batch."""
+
+
+Span = tuple[int, int, int, int]
+"""(start, end, prefix_start, prefix_end) in the packed row: tokens [start, end) attend causally to
+themselves and to all of [prefix_start, prefix_end) (empty when the two are equal)."""
+
+
+class PackedBatch(NamedTuple):
+    """The real tokens of a batch as one row of S tokens."""
+
+    input_ids: Tensor
+    """(1, S) token ids."""
+    position_ids: Tensor
+    """(1, S) each token's position in its own row of the padded batch."""
+    spans: tuple[Span, ...]
+    """Attention spans covering [0, S) in order (see :data:`Span`)."""
+    cu_seqlens: Tensor
+    """(M + 1,) int32 boundaries of the spans (for variable-length kernels; prefix-free packing only)."""
+    max_length: int
+    """The longest span."""
+    index: Tensor
+    """(K,) the packed position of each completion target's predicting output (``TokenLayout`` order)."""
+    shared_prompt: bool
+    """Whether each pair's prompt appears once."""
+    tokens_per_sequence: Tensor
+    """(N,) tokens of each row of the batch in the packed row (a shared prompt counts for the chosen row)."""
+
+
+def token_layout(batch: dict[str, Tensor]) -> TokenLayout:
+    """The completion targets of ``batch``."""
+    input_ids, completion_mask = batch["input_ids"], batch["completion_mask"]
+    rows, cols = completion_mask[:, 1:].bool().nonzero(as_tuple=True)  # (K,), (K,): row-major order
+    return TokenLayout(rows, cols, input_ids[rows, cols + 1], input_ids.shape[0])
+
+
+def sequence_lengths(attention_mask: Tensor) -> Tensor | None:
+    """(N,) real tokens per row, or ``None`` when some row is not a prefix of ones (left padding, holes):
+    only right-padded rows can be packed by length."""
+    lengths = attention_mask.sum(-1)  # (N,)
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):
+        return None
+    return lengths
+
+
+def shared_prompt_lengths(batch: dict[str, Tensor]) -> Tensor | None:
+    """(B,) prompt lengths when row i and row B + i hold the same, non-empty prompt for every pair i (so the
+    prompt can be shared), else ``None``."""
+    input_ids, completion = batch["input_ids"], batch["completion_mask"].bool()
+    n, width = input_ids.shape
+    if n % 2 or not bool(completion.any(-1).all()):
+        return None
+    prompt = completion.int().argmax(-1)  # (N,) index of the first completion token = prompt length
+    half = n // 2
+    chosen, rejected = prompt[:half], prompt[half:]
+    if not torch.equal(chosen, rejected) or not bool((chosen >= 1).all()):
+        return None
+    in_prompt = torch.arange(width, device=input_ids.device) < chosen[:, None]  # (B, T)
+    if not bool(((input_ids[:half] == input_ids[half:]) | ~in_prompt).all()):
+        return None
+    return chosen
+
+
+def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = False) -> PackedBatch | None:
+    """The batch as one padding-free row (module docstring), or ``None`` when its rows are not right-padded.
+    With ``share_prompt``, pairs whose rows do not share a prompt are packed sequence by sequence instead."""
+    attention_mask, input_ids = batch["attention_mask"], batch["input_ids"]
+    if sequence_lengths(attention_mask) is None:
+        return None
+    n, width = attention_mask.shape
+    device = input_ids.device
+    cols = torch.arange(width, device=device)
+    keep = attention_mask.bool()  # (N, T) tokens that enter the packed row
+    prompt = shared_prompt_lengths(batch) if share_prompt else None
+    if prompt is None:
+        order = torch.arange(n, device=device)  # rows in batch order
+    else:
+        half = n // 2
+        keep[half:] &= cols >= prompt[:, None]  # a rejected row keeps only its completion
+        order = torch.stack([torch.arange(half, device=device), torch.arange(half, n, device=device)], 1).flatten()
+    keep_o = keep[order]  # (N, T) in packing order: chosen 0, rejected 0, chosen 1, … when shared
+    packed_ids = input_ids[order][keep_o]  # (S,)
+    position_ids = cols.expand(n, width)[keep_o]  # (S,): a token's position in its own row
+    where = torch.full((n, width), -1, dtype=torch.long, device=device)
+    where_o = torch.full_like(where, -1)
+    where_o[keep_o] = torch.arange(packed_ids.shape[0], device=device)
+    where[order] = where_o  # (N, T): packed position of each kept token
+    if prompt is not None:  # a rejected row's prompt tokens are its chosen row's
+        where[half:] = torch.where(keep[half:], where[half:], where[:half])
+    counts = keep_o.sum(-1)  # (N,) tokens per span, in packing order
+    starts = counts.cumsum(0) - counts
+    cu_seqlens = torch.zeros(n + 1, dtype=torch.int32, device=device)
+    cu_seqlens[1:] = counts.cumsum(0)
+    bounds = torch.stack([starts, counts], 1).tolist()  # one host sync for the whole batch
+    prompts = prompt.tolist() if prompt is not None else None
+    spans = []
+    for j, (start, count) in enumerate(bounds):
+        if prompts is not None and j % 2:  # a rejected completion: the pair's prompt is its prefix
+            prefix = bounds[j - 1][0]
+            spans.append((start, start + count, prefix, prefix + prompts[j // 2]))
+        else:
+            spans.append((start, start + count, start, start))
+    return PackedBatch(
+        packed_ids[None], position_ids[None], tuple(spans), cu_seqlens, max(c for _, c in bounds),
+        where[layout.rows, layout.cols], prompt is not None, keep.sum(-1),
+    )  # fmt: skip
+
+
+def padding_fraction(batch: dict[str, Tensor]) -> Tensor:
+    """The share of the batch's (N, T) token slots that are padding: what padding-free batching saves."""
+    mask = batch["attention_mask"]
+    return 1.0 - mask.sum() / mask.numel()
