@@ -16,8 +16,12 @@ the models' larger vocabularies keep the LM head's real cost.
 
 Every runner trains on exactly the same batches in the same order (lightning_dpo's seeded order; TRL and
 the plain step read it sequentially), each measurement in its own process, the processes alternating
-(A B C A B C …) over ``--repeats`` rounds, with glibc's mmap threshold fixed so that peak RSS measures live
-memory. Runners:
+(A B C A B C …) over ``--repeats`` rounds. Memory is allocated as users' processes allocate it (glibc's
+default, dynamic mmap threshold). ``--fixed-mmap-threshold`` fixes it at 128 KiB so that freed blocks leave
+the RSS at once and peak RSS tracks live memory more closely; every large allocation then maps fresh pages,
+which on this CPU about doubles every runner's step time, so step times come from the default.
+
+Runners:
 
 - ``lightning_dpo``: ``DPOModule`` + ``PreferenceDataModule`` under a ``pl.Trainer``, default options (on a
   CPU with sdpa: the fused head at completion positions, padding-free rows with each pair's prompt once);
@@ -333,6 +337,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="measured steps per process")
     parser.add_argument("--warmup", type=int, default=2, help="steps before measuring")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the runners")
+    parser.add_argument("--fixed-mmap-threshold", action="store_true",
+                        help="fix glibc's mmap threshold (peak RSS closer to live memory; slower steps)")
     parser.add_argument("--json", help="also write the summary here")
     parser.add_argument("--_child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -348,7 +354,8 @@ def main() -> None:
         shape = SHAPES[shape_name]
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "LIGHTNING_DPO_CACHE": str(tmp / "cache"),
+            malloc = {"MALLOC_MMAP_THRESHOLD_": "131072"} if args.fixed_mmap_threshold else {}
+            env = {**os.environ, **malloc, "LIGHTNING_DPO_CACHE": str(tmp / "cache"),
                    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
             os.environ.update(env)
             n_params = build_model(tmp / "model", shape)
@@ -371,7 +378,8 @@ def main() -> None:
         print(f"\n{shape_name}: {shape.layers} layers, hidden {shape.hidden}, vocab {shape.vocab}, "
               f"{'tied' if shape.tied else 'untied'}, {n_params / 1e6:.1f}M parameters; {shape.pairs} pairs a step, "
               f"max_length {shape.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of "
-              f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} round(s)")  # fmt: skip
+              f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} round(s); glibc mmap threshold "
+              f"{'fixed at 128 KiB' if args.fixed_mmap_threshold else 'default'}")  # fmt: skip
         if "trl_tokens_first_pair" in first:
             print(f"  tokens of the first pair: TRL {first['trl_tokens_first_pair']}, lightning_dpo {first['our_tokens_first_pair']}")
         trl, plain = rows.get("trl"), rows.get("plain")

@@ -65,6 +65,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         batch_size: Preference pairs per device per step (each pair is two sequences).
         val_batch_size: Pairs per device per validation step. ``None``: ``batch_size``.
         num_workers: DataLoader worker processes.
+        pin_memory: Page-locked batches, so that the copy to a GPU can overlap compute. ``None``: when the
+            trainer's device is a CUDA GPU.
         pad_to_multiple_of: Round each batch's padded length up to a multiple of this.
         seed: Seed of the validation carve-out, the mixture's subsampling and the training order.
         columns: Your column names by role, when they differ: ``{prompt: question, chosen: good, rejected: bad}``.
@@ -99,6 +101,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
+        pin_memory: bool | None = None,
         pad_to_multiple_of: int | None = None,
         seed: int = 42,
         columns: dict[str, str] | None = None,
@@ -292,6 +295,7 @@ class PreferenceDataModule(pl.LightningDataModule):
                 collate_fn=self._collator(),
                 num_workers=hp.num_workers,
                 persistent_workers=hp.num_workers > 0,
+                pin_memory=self._pin_memory(),
             )
 
     def _loader(self, data: Dataset, batch_size: int) -> DataLoader:
@@ -302,7 +306,13 @@ class PreferenceDataModule(pl.LightningDataModule):
             collate_fn=self._collator(),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=self._pin_memory(),
         )
+
+    def _pin_memory(self) -> bool:
+        if self.hparams.pin_memory is not None:
+            return self.hparams.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(

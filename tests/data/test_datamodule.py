@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -161,3 +162,14 @@ def test_pair_batches_give_every_rank_the_same_count(tiny_data_dir, tiny_model_d
         shares = [torch.cat([b["pair_index"] for b in data.pair_batches(4, rank, world)]) for rank in range(world)]
         assert len({len(s) for s in shares}) == 1
         assert set(torch.cat(shares).tolist()) == set(range(n))
+
+
+def test_batches_are_pinned_for_a_gpu_only(tiny_data_dir, tiny_model_dir):
+    data = PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), batch_size=4)
+    data.setup("fit")
+    assert not data.train_dataloader().pin_memory and not data.val_dataloader().pin_memory  # no trainer: no GPU
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert data._pin_memory()
+    data.trainer = None
+    data.hparams.pin_memory = True  # asked for explicitly
+    assert data.val_dataloader().pin_memory
