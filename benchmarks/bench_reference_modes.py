@@ -70,18 +70,11 @@ def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pai
     import torch
 
     from lightning_dpo import DPOModule, PreferenceDataModule
+    from timing import step_timer  # benchmarks/timing.py
 
     torch.manual_seed(0)
     times: list[float] = []
     tokens: list[int] = []
-
-    class StepTimer(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            times.append(time.perf_counter() - self.start)
-            tokens.append(int(batch["attention_mask"].sum()))
 
     lora = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"} if mode == "adapter" else None
     module = DPOModule(
@@ -95,7 +88,7 @@ def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pai
     )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=steps, limit_train_batches=steps, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[step_timer(times, tokens)],
     )  # fmt: skip
     started = time.perf_counter()
     trainer.fit(module, data)

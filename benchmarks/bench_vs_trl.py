@@ -159,17 +159,10 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
     import torch
 
     from lightning_dpo import DPOModule
+    from timing import step_timer  # benchmarks/timing.py
 
     times: list[float] = []
     tokens: list[int] = []
-
-    class StepTimer(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            times.append(time.perf_counter() - self.start)
-            tokens.append(int(batch["attention_mask"].sum()))
 
     torch.manual_seed(0)
     module = DPOModule(
@@ -179,7 +172,8 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
     data = datamodule(model_dir, data_dir, shape)
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()], num_sanity_val_steps=0,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[step_timer(times, tokens)],
+        num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(module, data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the parity check's full logits
