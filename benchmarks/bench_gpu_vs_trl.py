@@ -56,28 +56,23 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 31
 def qwen_config(shape: Shape, tokenizer):
     from transformers import Qwen2Config
 
+    from bench_common import special_tokens
+
     return Qwen2Config(
         vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
         num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=2,
         max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=shape.tied,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **special_tokens(tokenizer),
     )  # fmt: skip
 
 
 def build_model(path: Path, shape: Shape) -> int:
-    """Save a random bf16 Qwen2-shaped model with the bundled tokenizer (its 1,024 ids fit any vocabulary)."""
+    """Save a random bf16 Qwen2-shaped model with the bundled tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from lightning_dpo.embedded import DEFAULT_MODEL
-    from lightning_dpo.models import load_tokenizer
+    from bench_common import save_random_model
 
-    tokenizer = load_tokenizer(DEFAULT_MODEL)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(qwen_config(shape, tokenizer), dtype=torch.bfloat16)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return sum(p.numel() for p in model.parameters())
+    return save_random_model(path, lambda tokenizer: qwen_config(shape, tokenizer), dtype=torch.bfloat16)
 
 
 def step_flops(parameters: int, shape: Shape, rows: list[dict]) -> float:

@@ -46,23 +46,14 @@ def build_data(path: Path, pairs: int, turns: int = 6) -> None:
 
 
 def build_model(path: Path) -> int:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
-    from lightning_dpo.embedded import DEFAULT_MODEL
-    from lightning_dpo.models import load_tokenizer
+    from bench_common import save_random_model, special_tokens
 
-    tokenizer = load_tokenizer(DEFAULT_MODEL)  # 1k tokens: ids stay in range of the 32k vocabulary
-    config = LlamaConfig(
+    return save_random_model(path, lambda tokenizer: LlamaConfig(
         vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
-        num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return sum(p.numel() for p in model.parameters())
+        num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False, **special_tokens(tokenizer),
+    ))  # fmt: skip
 
 
 def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pairs: int, max_length: int) -> None:
@@ -71,7 +62,7 @@ def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pai
     import torch
 
     from lightning_dpo import DPOModule, PreferenceDataModule
-    from timing import step_timer  # benchmarks/timing.py
+    from bench_common import step_timer
 
     torch.manual_seed(0)
     times: list[float] = []

@@ -103,24 +103,15 @@ def build_data(path: Path, shape: Shape, num_pairs: int, seed: int = 0) -> None:
 
 
 def build_model(path: Path, shape: Shape) -> int:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
-    from lightning_dpo.embedded import DEFAULT_MODEL
-    from lightning_dpo.models import load_tokenizer
+    from bench_common import save_random_model, special_tokens
 
-    tokenizer = load_tokenizer(DEFAULT_MODEL)  # 1,024 tokens: every id is in range of the larger vocabulary
-    config = LlamaConfig(
+    return save_random_model(path, lambda tokenizer: LlamaConfig(
         vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
         num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
-        max_position_embeddings=shape.max_length, tie_word_embeddings=shape.tied,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return sum(p.numel() for p in model.parameters())
+        max_position_embeddings=shape.max_length, tie_word_embeddings=shape.tied, **special_tokens(tokenizer),
+    ))  # fmt: skip
 
 
 def datamodule(model_dir: str, data_dir: str, shape: Shape):
@@ -159,7 +150,7 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
     import torch
 
     from lightning_dpo import DPOModule
-    from timing import step_timer  # benchmarks/timing.py
+    from bench_common import step_timer
 
     times: list[float] = []
     tokens: list[int] = []

@@ -203,25 +203,26 @@ def _train_val(ax: Any, series: dict[str, Series], metric: str, label: str, colo
 
 def _band(ax: Any, series: dict[str, Series], colour: str, label: str) -> None:
     """The training window's p10–p90 margin band (RewardMarginCallback), as a shaded area."""
-    low, high = series.get("train/margins/p10"), series.get("train/margins/p90")
-    if low is None or high is None:
-        return
-    by_step = dict(zip(*high))
-    pairs = [(s, v, by_step[s]) for s, v in zip(*low) if s in by_step]
-    steps, lows, highs = zip(*pairs) if pairs else ((), (), ())
-    ax.fill_between(steps, lows, highs, color=colour, alpha=0.2, label=label)
+    band = _p10_p90(series, "train")
+    if band is not None:
+        ax.fill_between(*band, color=colour, alpha=0.2, label=label)
 
 
 def _val_range(ax: Any, series: dict[str, Series], colour: str, label: str) -> None:
     """Validation p10–p90 margins as a vertical range at each validation step."""
-    low, high = series.get("val/margins/p10"), series.get("val/margins/p90")
+    band = _p10_p90(series, "val")
+    if band is not None and band[0]:
+        ax.vlines(*band, color=colour, linewidth=4, alpha=0.5, label=label)
+
+
+def _p10_p90(series: dict[str, Series], stage: str) -> tuple[tuple, tuple, tuple] | None:
+    """(steps, p10s, p90s) of ``stage``'s margin quantiles at the steps that logged both, or ``None``."""
+    low, high = series.get(f"{stage}/margins/p10"), series.get(f"{stage}/margins/p90")
     if low is None or high is None:
-        return
+        return None
     by_step = dict(zip(*high))
     pairs = [(s, v, by_step[s]) for s, v in zip(*low) if s in by_step]
-    if pairs:
-        steps, lows, highs = zip(*pairs)
-        ax.vlines(steps, lows, highs, color=colour, linewidth=4, alpha=0.5, label=label)
+    return tuple(zip(*pairs)) if pairs else ((), (), ())
 
 
 def _finish(ax: Any, title: str, ylabel: str) -> None:

@@ -19,6 +19,7 @@ def bench():
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("bench_vs_trl", None)
+    sys.modules.pop("bench_common", None)
 
 
 def test_the_model_is_shaped_like_qwen25_05b(bench):
