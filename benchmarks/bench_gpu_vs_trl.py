@@ -12,7 +12,7 @@ Runners (AdamW at 1e-6, no gradient checkpointing, dropout off, sdpa attention, 
 
 - ``lightning_dpo``: ``DPOModule`` under ``precision="bf16-true"`` with default options (on a GPU with sdpa:
   the fused head at completion positions on the padded batch);
-- ``lightning_dpo_packed``: the same with ``padding_free=True, share_prompt=True`` (one packed row per batch,
+- ``lightning_dpo_packed``: the same with ``logps={padding_free: true, share_prompt: true}`` (one packed row per batch,
   each pair's prompt once, attention one SDPA call per span);
 - ``trl``: ``trl.DPOTrainer`` on the same bf16 weights with ``bf16=True``, no gradient checkpointing, no
   precompute, a constant learning rate.
@@ -132,7 +132,7 @@ def run_lightning(model_dir: str, data_dir: str, steps: int, packed: bool) -> di
 
     options = {"padding_free": True, "share_prompt": True} if packed else {}
     module = DPOModule(
-        model_name_or_path=model_dir, beta=0.1, attn_implementation="sdpa", **options,
+        model_name_or_path=model_dir, loss={"beta": 0.1}, attn_implementation="sdpa", logps=options,
         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0), lr_scheduler=None,
     )  # fmt: skip
     data = PreferenceDataModule(dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=SHAPE.pairs,

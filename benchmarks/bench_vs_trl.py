@@ -25,7 +25,7 @@ Runners:
 
 - ``lightning_dpo``: ``DPOModule`` + ``PreferenceDataModule`` under a ``pl.Trainer``, default options (on a
   CPU with sdpa: the fused head at completion positions, padding-free rows with each pair's prompt once);
-- ``lightning_dpo_padded``: the same with ``padding_free=False, share_prompt=False`` (the fused head on the
+- ``lightning_dpo_padded``: the same with ``logps={padding_free: false, share_prompt: false}`` (the fused head on the
   padded batch);
 - ``trl``: ``trl.DPOTrainer`` in its fastest CPU setting: fp32, no gradient checkpointing, ``use_cpu``,
   no evaluation, no logging, no precompute, a constant learning rate, ``max_grad_norm=0``;
@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,7 +158,8 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
 
     torch.manual_seed(0)
     module = DPOModule(
-        model_name_or_path=model_dir, beta=0.1, **({"padding_free": False, "share_prompt": False} if padded else {}),
+        model_name_or_path=model_dir, loss={"beta": 0.1},
+        logps={"padding_free": False, "share_prompt": False} if padded else {},
         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0), lr_scheduler=None,
     )  # fmt: skip
     data = datamodule(model_dir, data_dir, shape)
@@ -185,7 +187,7 @@ def _parity(module, data, pairs: int = 2) -> dict:
             param.add_(0.01 * torch.randn_like(param))
     results = []
     for fused in (False, True):
-        module.hparams.fused_logps = fused
+        module.logps_options = dataclasses.replace(module.logps_options, fused_head=fused)
         with torch.no_grad():
             loss, stats = module.dpo_step(batch)
         results.append((loss, stats["rewards/chosen"].values, stats["rewards/rejected"].values))

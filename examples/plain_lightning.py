@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from lightning_dpo import DPOModule, HFExportCallback, PreferenceDataModule, RewardMarginCallback
+from lightning_dpo import DPOModule, HFExportCallback, LossSettings, PreferenceDataModule, RewardMarginCallback
 from lightning_dpo.embedded import DEFAULT_DATASET, DEFAULT_MODEL
 from lightning_dpo.optim import LinearWarmup
 
@@ -32,7 +32,7 @@ def main() -> None:
     pl.seed_everything(0)
     model = DPOModule(
         model_name_or_path=args.model,
-        beta=0.1,
+        loss=LossSettings(beta=0.1),  # or a dict: loss={"beta": 0.1}
         # Any callable params -> Optimizer / Optimizer -> scheduler works; partial is the plain-Python way.
         optimizer=partial(torch.optim.AdamW, lr=args.lr, weight_decay=0.0),
         lr_scheduler=partial(LinearWarmup, warmup_steps=10),

@@ -2,19 +2,26 @@
 
 from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, RewardMarginCallback
 from lightning_dpo.data import PreferenceDataModule
-from lightning_dpo.losses import LOSSES, PreferenceLossOutput, preference_loss, register_loss
+from lightning_dpo.logps import LogpsOptions
+from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
 from lightning_dpo.module import DPOModule
+from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_reference
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LOSSES",
+    "REFERENCES",
     "DPOModule",
     "GenerationSamples",
     "HFExportCallback",
+    "LogpsOptions",
+    "LossSettings",
     "PreferenceDataModule",
     "PreferenceLossOutput",
+    "ReferenceSettings",
     "RewardMarginCallback",
     "preference_loss",
     "register_loss",
+    "register_reference",
 ]

@@ -18,23 +18,21 @@ Two paths compute the same :class:`SequenceLogps` (:func:`completion_logps` pick
   path is tested against;
 - the fast path: the decoder body only, the LM head only at the K positions that predict a completion token,
   through a fused, chunked head (:mod:`lightning_dpo.ops.fused_head`), so no (N, T, V) or even (K, V)
-  logits exist; optionally on a padding-free packed row (:mod:`lightning_dpo.packing`). Models whose head
+  logits exist; optionally on a padding-free packed row (:mod:`lightning_dpo.ops.packing`). Models whose head
   cannot be split off (:mod:`lightning_dpo.ops.causal_lm`) take the reference path.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lightning_dpo.ops.fused_head import HeadLogps, fused_head_logps
 from lightning_dpo.ops.hidden import completion_hidden
-from lightning_dpo.packing import TokenLayout
+from lightning_dpo.ops.packing import TokenLayout
 
 
 class SequenceLogps(NamedTuple):
@@ -136,7 +134,8 @@ def sequence_logps(
 
 @dataclass(frozen=True)
 class LogpsOptions:
-    """How :func:`completion_logps` computes log-probs. Every choice gives the same values (to fp32 rounding)."""
+    """How :func:`completion_logps` computes log-probs: ``model.logps`` on the command line. Every choice gives
+    the same values (to fp32 rounding)."""
 
     fused_head: bool = True
     """The fast path: the decoder body, then the LM head only at completion positions, fused and chunked.
@@ -151,33 +150,19 @@ class LogpsOptions:
     ``None``: on a CPU with ``sdpa`` attention."""
 
 
-_OPTIONS: ContextVar[LogpsOptions] = ContextVar("lightning_dpo_logps_options", default=LogpsOptions())
-
-
-@contextmanager
-def logps_options(**changes: object) -> Iterator[LogpsOptions]:
-    """Inside the block, :func:`completion_logps` calls without ``options`` use these settings. This is how
-    :class:`~lightning_dpo.DPOModule` reaches the reference strategies' calls too."""
-    token = _OPTIONS.set(replace(_OPTIONS.get(), **changes))
-    try:
-        yield _OPTIONS.get()
-    finally:
-        _OPTIONS.reset(token)
-
-
 def completion_logps(
     model: nn.Module,
     batch: dict[str, Tensor],
     *,
+    options: LogpsOptions = LogpsOptions(),
     ld_alpha: float | None = None,
     with_wpo: bool = False,
-    options: LogpsOptions | None = None,
 ) -> SequenceLogps:
     """One forward pass of a causal LM over the concatenated batch; returns its :class:`SequenceLogps`.
 
-    ``options`` (default: the current :func:`logps_options`) chooses the fast or the reference path.
+    ``options`` chooses the fast or the reference path; ``ld_alpha`` and ``with_wpo`` are LD-DPO's
+    down-weighting and WPO's weights (:func:`sequence_logps`).
     """
-    options = options or _OPTIONS.get()
     fast = (
         completion_hidden(model, batch, padding_free=options.padding_free, share_prompt=options.share_prompt)
         if options.fused_head

@@ -16,14 +16,15 @@ never branches on a loss name. A user's loss plugs in with ``@register_loss("nam
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple, Sequence
+from typing import Callable, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lightning_dpo.settings import import_object
 
 FDivergence = Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"]
 
@@ -42,6 +43,65 @@ class PreferenceLossOutput(NamedTuple):
 
 
 @dataclass(frozen=True)
+class LossSettings:
+    """The preference loss and its hyperparameters: ``model.loss`` on the command line and in YAML.
+
+    A new setting is a field here, read by the loss that uses it (``x.settings.<name>``); nothing else
+    passes it along.
+    """
+
+    type: str | list[str] = "sigmoid"
+    """A loss registered in ``LOSSES`` (``sigmoid`` is DPO), an importable dotted path to a loss function, or
+    a list of them to combine."""
+    weights: list[float] | None = None
+    """One weight per loss type when combining (default all 1): Σ wᵢ·mean(lossᵢ), as in TRL."""
+    beta: float = 0.1
+    """β, the strength of the implicit KL penalty to the reference (the paper uses 0.1); τ for IPO, λ for
+    ORPO."""
+    label_smoothing: float = 0.0
+    """ε: the assumed probability that a pair's label is flipped (cDPO, robust, EXO, AOT, SimPO)."""
+    discopop_tau: float = 0.05
+    """τ of DiscoPOP's log-ratio modulation."""
+    simpo_gamma: float = 0.5
+    """SimPO's target reward margin γ (absolute, as in the SimPO paper)."""
+    ld_alpha: float | None = None
+    """LD-DPO: weight of completion tokens past the shorter completion of each pair (1 = DPO)."""
+    use_weighting: bool = False
+    """WPO: weight each pair by the policy's per-token-normalised probability of both completions."""
+    f_divergence_type: FDivergence = "reverse_kl"
+    """f-DPO: the divergence to the reference (``reverse_kl`` is DPO)."""
+    f_alpha_divergence_coef: float = 0.5
+    """α of ``alpha_divergence``."""
+    rpo_alpha: float | None = None
+    """RPO (Pang et al. 2024, arXiv 2404.19733): add α·NLL of the chosen completion to every pair's loss."""
+
+    def __post_init__(self) -> None:
+        _check_settings(self)
+
+    @property
+    def types(self) -> list[str]:
+        return [self.type] if isinstance(self.type, str) else list(self.type)
+
+    @property
+    def specs(self) -> list[LossSpec]:
+        return [get_loss_spec(name) for name in self.types]
+
+    @property
+    def uses_reference(self) -> bool:
+        """A combination needs a reference when any of its losses does."""
+        return any(spec.uses_reference for spec in self.specs)
+
+    @property
+    def uses_nll(self) -> bool:
+        """Whether the chosen-token NLL is computed (``sft``, ``orpo``, RPO); it is then logged as ``nll_loss``."""
+        return self.rpo_alpha is not None or any(spec.needs_nll for spec in self.specs)
+
+    @property
+    def needs_lengths(self) -> bool:
+        return self.uses_nll or any(spec.needs_lengths for spec in self.specs)
+
+
+@dataclass(frozen=True)
 class LossInputs:
     """Everything a registered loss function may read. Tensors are ``(B,)``."""
 
@@ -56,10 +116,8 @@ class LossInputs:
     chosen_scores: Tensor
     """The chosen log-ratio after the f-divergence transform (equal to it for reverse KL)."""
     rejected_scores: Tensor
-    beta: float
-    label_smoothing: float = 0.0
-    discopop_tau: float = 0.05
-    simpo_gamma: float = 0.5
+    settings: LossSettings
+    """β and every other hyperparameter."""
     chosen_lengths: Tensor | None = None
     """Completion token counts (EOS included); set for losses with ``needs_lengths``."""
     rejected_lengths: Tensor | None = None
@@ -127,10 +185,9 @@ def get_loss_spec(loss_type: str) -> LossSpec:
     if loss_type in LOSSES:
         return LOSSES[loss_type]
     if "." in loss_type:
-        module_name, _, attribute = loss_type.rpartition(".")
         try:
-            obj = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as e:
+            obj = import_object(loss_type)
+        except ValueError as e:
             raise ValueError(f"loss_type {loss_type!r} is not registered and cannot be imported: {e}") from None
         if isinstance(obj, LossSpec):
             return obj
@@ -139,14 +196,6 @@ def get_loss_spec(loss_type: str) -> LossSpec:
         raise ValueError(f"loss_type {loss_type!r} imports {type(obj).__name__}, not a loss function")
     known = ", ".join(sorted(LOSSES))
     raise ValueError(f"unknown loss_type {loss_type!r}; registered loss types: {known} (or a dotted import path)")
-
-
-def as_loss_types(loss_type: str | Sequence[str]) -> list[str]:
-    return [loss_type] if isinstance(loss_type, str) else list(loss_type)
-
-
-def loss_specs(loss_type: str | Sequence[str]) -> list[LossSpec]:
-    return [get_loss_spec(name) for name in as_loss_types(loss_type)]
 
 
 # -- the f-divergence transform (Wang et al. 2023, "Beyond Reverse KL", arXiv 2309.16240) ---------------
@@ -195,13 +244,13 @@ def sigmoid_loss(x: LossInputs) -> Tensor:
     With ``label_smoothing`` ε > 0 this is conservative DPO (cDPO, Mitchell 2023, "A note on DPO with
     noisy preferences"): −(1−ε)·log σ(β·h) − ε·log σ(−β·h).
     """
-    return _conservative_logistic(x.beta * (x.chosen_scores - x.rejected_scores), x.label_smoothing)
+    return _conservative_logistic(x.settings.beta * (x.chosen_scores - x.rejected_scores), x.settings.label_smoothing)
 
 
 @register_loss("hinge", supports_f_divergence=True)
 def hinge_loss(x: LossInputs) -> Tensor:
     """Hinge loss on the margin, as in SLiC-HF (Zhao et al. 2023, arXiv 2305.10425): max(0, 1 − β·h)."""
-    return torch.relu(1.0 - x.beta * (x.chosen_scores - x.rejected_scores))
+    return torch.relu(1.0 - x.settings.beta * (x.chosen_scores - x.rejected_scores))
 
 
 @register_loss("ipo", needs_lengths=True, supports_f_divergence=True)
@@ -212,15 +261,15 @@ def ipo_loss(x: LossInputs) -> Tensor:
     length-normalised form, which the IPO authors confirmed matches their reported results.
     """
     chosen, rejected = _per_token(x, x.chosen_scores, x.rejected_scores)
-    return (chosen - rejected - 1.0 / (2.0 * x.beta)) ** 2
+    return (chosen - rejected - 1.0 / (2.0 * x.settings.beta)) ** 2
 
 
 @register_loss("exo_pair", supports_f_divergence=True, needs_label_smoothing=True)
 def exo_pair_loss(x: LossInputs) -> Tensor:
     """EXO (Ji et al. 2024, arXiv 2402.00856, Eq. 16): KL(p_θ ‖ p_label) over {chosen, rejected}, with
     p_θ = softmax of the β-scaled scores and p_label = (1−ε, ε), ε = ``label_smoothing`` (paper: 1e-3)."""
-    logits = x.beta * (x.chosen_scores - x.rejected_scores)
-    eps = x.label_smoothing
+    logits = x.settings.beta * (x.chosen_scores - x.rejected_scores)
+    eps = x.settings.label_smoothing
     return torch.sigmoid(logits) * (F.logsigmoid(logits) - math.log1p(-eps)) + torch.sigmoid(-logits) * (
         F.logsigmoid(-logits) - math.log(eps)
     )
@@ -230,7 +279,7 @@ def exo_pair_loss(x: LossInputs) -> Tensor:
 def nca_pair_loss(x: LossInputs) -> Tensor:
     """NCA (Chen et al. 2024, "Noise Contrastive Alignment", arXiv 2402.05369), pairwise:
     −log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l), with r = β·log-ratio."""
-    chosen, rejected = x.beta * x.chosen_logratios, x.beta * x.rejected_logratios
+    chosen, rejected = x.settings.beta * x.chosen_logratios, x.settings.beta * x.rejected_logratios
     return -F.logsigmoid(chosen) - 0.5 * F.logsigmoid(-chosen) - 0.5 * F.logsigmoid(-rejected)
 
 
@@ -238,8 +287,8 @@ def nca_pair_loss(x: LossInputs) -> Tensor:
 def robust_loss(x: LossInputs) -> Tensor:
     """Robust DPO (Chowdhury et al. 2024, arXiv 2403.00409, Eq. 8): an unbiased loss under label flips with
     rate ε = ``label_smoothing`` < ½: ((1−ε)·(−log σ(β·h)) − ε·(−log σ(−β·h))) / (1 − 2ε)."""
-    eps = x.label_smoothing
-    logits = x.beta * (x.chosen_scores - x.rejected_scores)
+    eps = x.settings.label_smoothing
+    logits = x.settings.beta * (x.chosen_scores - x.rejected_scores)
     return (-(1.0 - eps) * F.logsigmoid(logits) + eps * F.logsigmoid(-logits)) / (1.0 - 2.0 * eps)
 
 
@@ -247,14 +296,14 @@ def robust_loss(x: LossInputs) -> Tensor:
 def bco_pair_loss(x: LossInputs) -> Tensor:
     """BCO (Jung et al. 2024, "Binary Classifier Optimization", arXiv 2404.04656), on pairs:
     −log σ(r_w) − log σ(−r_l), with r = β·log-ratio (TRL's form, without the reward shift δ)."""
-    return -F.logsigmoid(x.beta * x.chosen_logratios) - F.logsigmoid(-x.beta * x.rejected_logratios)
+    return -F.logsigmoid(x.settings.beta * x.chosen_logratios) - F.logsigmoid(-x.settings.beta * x.rejected_logratios)
 
 
 @register_loss("sppo_hard")
 def sppo_hard_loss(x: LossInputs) -> Tensor:
     """SPPO (Wu et al. 2024, arXiv 2405.00675, Eq. 4.7) with hard win probabilities (1 for the winner, 0
     for the loser): (log-ratio_w − 1/(2β))² + (log-ratio_l + 1/(2β))²."""
-    return (x.chosen_logratios - 0.5 / x.beta) ** 2 + (x.rejected_logratios + 0.5 / x.beta) ** 2
+    return (x.chosen_logratios - 0.5 / x.settings.beta) ** 2 + (x.rejected_logratios + 0.5 / x.settings.beta) ** 2
 
 
 @register_loss("aot", pairs_sorted=True)
@@ -264,7 +313,7 @@ def aot_loss(x: LossInputs) -> Tensor:
     which makes the policy's margin distribution dominate the reference's."""
     policy = torch.sort(x.policy_chosen_logps - x.policy_rejected_logps, dim=0).values
     reference = torch.sort(x.ref_chosen_logps - x.ref_rejected_logps, dim=0).values
-    return _conservative_logistic(x.beta * (policy - reference), x.label_smoothing)
+    return _conservative_logistic(x.settings.beta * (policy - reference), x.settings.label_smoothing)
 
 
 @register_loss("aot_unpaired", pairs_sorted=True)
@@ -273,7 +322,7 @@ def aot_unpaired_loss(x: LossInputs) -> Tensor:
     sorted(chosen log-ratios) − sorted(rejected log-ratios) across the batch."""
     chosen = torch.sort(x.chosen_logratios, dim=0).values
     rejected = torch.sort(x.rejected_logratios, dim=0).values
-    return _conservative_logistic(x.beta * (chosen - rejected), x.label_smoothing)
+    return _conservative_logistic(x.settings.beta * (chosen - rejected), x.settings.label_smoothing)
 
 
 @register_loss("apo_zero")
@@ -281,23 +330,23 @@ def apo_zero_loss(x: LossInputs) -> Tensor:
     """APO-zero (D'Oosterlinck et al. 2024, "Anchored Preference Optimization", arXiv 2408.06266, Eq. 7):
     (1 − σ(r_w)) + σ(r_l): raise the chosen likelihood, lower the rejected; for chosen outputs better than
     the model's own."""
-    return (1 - torch.sigmoid(x.beta * x.chosen_logratios)) + torch.sigmoid(x.beta * x.rejected_logratios)
+    return (1 - torch.sigmoid(x.settings.beta * x.chosen_logratios)) + torch.sigmoid(x.settings.beta * x.rejected_logratios)
 
 
 @register_loss("apo_down")
 def apo_down_loss(x: LossInputs) -> Tensor:
     """APO-down (D'Oosterlinck et al. 2024, arXiv 2408.06266, Eq. 8): σ(r_w) + (1 − σ(r_w − r_l)): lower
     both likelihoods, the rejected more; for chosen outputs worse than the model's own."""
-    chosen = x.beta * x.chosen_logratios
-    return torch.sigmoid(chosen) + (1 - torch.sigmoid(chosen - x.beta * x.rejected_logratios))
+    chosen = x.settings.beta * x.chosen_logratios
+    return torch.sigmoid(chosen) + (1 - torch.sigmoid(chosen - x.settings.beta * x.rejected_logratios))
 
 
 @register_loss("discopop", supports_f_divergence=True)
 def discopop_loss(x: LossInputs) -> Tensor:
     """DiscoPOP (Chris Lu et al. 2024, arXiv 2406.08414, Eq. 5), the log-ratio modulated loss: with
     z = β·h and m = σ(z/τ), (1 − m)·(−log σ(z)) + m·e^(−z); τ = ``discopop_tau`` (paper: 0.05)."""
-    logits = x.beta * (x.chosen_scores - x.rejected_scores)
-    modulation = torch.sigmoid(logits / x.discopop_tau)
+    logits = x.settings.beta * (x.chosen_scores - x.rejected_scores)
+    modulation = torch.sigmoid(logits / x.settings.discopop_tau)
     return -F.logsigmoid(logits) * (1 - modulation) + torch.exp(-logits) * modulation
 
 
@@ -314,7 +363,7 @@ def sigmoid_norm_loss(x: LossInputs) -> Tensor:
     """Length-normalised DPO (as in TRL; cf. the per-token rewards of SimPO, Meng et al. 2024,
     arXiv 2405.14734): −log σ(β·(s_w/|y_w| − s_l/|y_l|)), with s the scores."""
     chosen, rejected = _per_token(x, x.chosen_scores, x.rejected_scores)
-    return -F.logsigmoid(x.beta * (chosen - rejected))
+    return -F.logsigmoid(x.settings.beta * (chosen - rejected))
 
 
 @register_loss("simpo", uses_reference=False, needs_lengths=True)
@@ -323,7 +372,7 @@ def simpo_loss(x: LossInputs) -> Tensor:
     −log σ(β/|y_w|·log πθ(y_w|x) − β/|y_l|·log πθ(y_l|x) − γ), γ = ``simpo_gamma`` (absolute, not γ/β);
     with ``label_smoothing`` the conservative form, as in TRL's CPOTrainer."""
     chosen, rejected = _per_token(x, x.policy_chosen_logps, x.policy_rejected_logps)
-    return _conservative_logistic(x.beta * (chosen - rejected) - x.simpo_gamma, x.label_smoothing)
+    return _conservative_logistic(x.settings.beta * (chosen - rejected) - x.settings.simpo_gamma, x.settings.label_smoothing)
 
 
 @register_loss("orpo", uses_reference=False, needs_lengths=True, needs_nll=True)
@@ -332,7 +381,7 @@ def orpo_loss(x: LossInputs) -> Tensor:
     log odds_l), odds(y) = P/(1 − P) with P = exp(mean token log-prob), λ = ``beta`` (TRL's ORPOTrainer)."""
     chosen, rejected = _per_token(x, x.policy_chosen_logps, x.policy_rejected_logps)
     log_odds = (chosen - rejected) - (_log1mexp(chosen) - _log1mexp(rejected))
-    return x.nll - x.beta * F.logsigmoid(log_odds)
+    return x.nll - x.settings.beta * F.logsigmoid(log_odds)
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -343,25 +392,40 @@ def _log1mexp(x: Tensor) -> Tensor:
 # -- the combined loss -----------------------------------------------------------------------------------
 
 
+def _check_settings(settings: LossSettings) -> None:
+    """Refuse combinations that are undefined, at construction (so a bad config fails before any model loads)."""
+    names, specs = settings.types, settings.specs
+    if settings.weights is not None and len(settings.weights) != len(names):
+        raise ValueError(f"loss weights has {len(settings.weights)} entries for {len(names)} loss types {names}")
+    if settings.f_divergence_type not in get_args(FDivergence):
+        raise ValueError(f"f_divergence_type must be one of {get_args(FDivergence)}, got {settings.f_divergence_type!r}")
+    if not 0.0 <= settings.label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must lie in [0, 0.5), got {settings.label_smoothing}")
+    if settings.ld_alpha is not None and not 0.0 <= settings.ld_alpha <= 1.0:
+        raise ValueError(f"ld_alpha must lie in [0, 1], got {settings.ld_alpha}")
+    for name, spec in zip(names, specs):
+        if spec.needs_label_smoothing and settings.label_smoothing == 0.0:
+            raise ValueError(f"loss_type {name!r} needs label_smoothing > 0 (the EXO paper recommends 1e-3)")
+        if settings.f_divergence_type != "reverse_kl" and not spec.supports_f_divergence:
+            raise ValueError(
+                f"f_divergence_type={settings.f_divergence_type!r} does not apply to loss_type {name!r}: the f-DPO "
+                "reparameterisation only cancels in the chosen-minus-rejected score of losses written on scores"
+            )
+        if settings.use_weighting and spec.pairs_sorted:
+            raise ValueError(f"per-pair weights (use_weighting) cannot apply to {name!r}, which sorts pairs")
+
+
 def preference_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
     ref_chosen_logps: Tensor | None,
     ref_rejected_logps: Tensor | None,
+    settings: LossSettings = LossSettings(),
     *,
-    loss_type: str | Sequence[str] = "sigmoid",
-    loss_weights: Sequence[float] | None = None,
-    beta: float = 0.1,
-    label_smoothing: float = 0.0,
-    discopop_tau: float = 0.05,
-    simpo_gamma: float = 0.5,
-    f_divergence_type: FDivergence = "reverse_kl",
-    f_alpha_divergence_coef: float = 0.5,
-    rpo_alpha: float | None = None,
     chosen_lengths: Tensor | None = None,
     rejected_lengths: Tensor | None = None,
     chosen_nll_logps: Tensor | None = None,
-    pair_weights: Tensor | None = None,
+    wpo_log_weights: tuple[Tensor, Tensor] | None = None,
 ) -> PreferenceLossOutput:
     """Per-pair preference losses and implicit rewards.
 
@@ -370,34 +434,27 @@ def preference_loss(
         policy_rejected_logps: (B,) same for the rejected completions.
         ref_chosen_logps: (B,) the reference's, or ``None`` for reference-free training (treated as 0).
         ref_rejected_logps: (B,) likewise.
-        loss_type: A registered name or dotted import path, or a list of them to combine.
-        loss_weights: One weight per loss type (default all 1): the total is Σ wᵢ·mean(lossᵢ), as in TRL.
-        beta: β, the strength of the implicit KL penalty (τ for IPO, λ for ORPO).
-        label_smoothing: ε: the assumed label-flip rate (cDPO, robust, EXO, AOT, SimPO).
-        discopop_tau: τ of DiscoPOP's modulation.
-        simpo_gamma: SimPO's target reward margin γ.
-        f_divergence_type: The divergence the log-ratios are transformed for (f-DPO); reverse KL is DPO.
-        f_alpha_divergence_coef: α of the α-divergence.
-        rpo_alpha: RPO (Pang et al. 2024, arXiv 2404.19733): add α·NLL(chosen) to every pair's loss.
+        settings: The loss types, their weights, β and the other hyperparameters.
         chosen_lengths: (B,) completion token counts; needed by length-normalised losses, NLL and RPO.
         rejected_lengths: (B,) likewise.
         chosen_nll_logps: (B,) the chosen log-prob sums the NLL uses, when they differ from
             ``policy_chosen_logps`` (under LD-DPO's down-weighting); default ``policy_chosen_logps``.
-        pair_weights: (B,) per-pair weights applied to every loss type's per-pair loss (WPO), no gradient.
+        wpo_log_weights: (B,) chosen and (B,) rejected mean aligned log-probs (detached), for WPO
+            (``settings.use_weighting``).
     """
-    names = as_loss_types(loss_type)
-    specs = [get_loss_spec(name) for name in names]
-    weights = [1.0] * len(names) if loss_weights is None else list(loss_weights)
-    if len(weights) != len(names):
-        raise ValueError(f"loss_weights has {len(weights)} entries for {len(names)} loss types {names}")
-    _check_options(names, specs, label_smoothing, f_divergence_type, pair_weights)
-
-    uses_nll = rpo_alpha is not None or any(s.needs_nll for s in specs)
-    if (uses_nll or any(s.needs_lengths for s in specs)) and (chosen_lengths is None or rejected_lengths is None):
+    specs = settings.specs
+    weights = [1.0] * len(specs) if settings.weights is None else list(settings.weights)
+    if settings.needs_lengths and (chosen_lengths is None or rejected_lengths is None):
         raise ValueError(
-            f"loss_type {names} normalises by completion length or uses the chosen NLL: pass chosen_lengths= and "
-            "rejected_lengths= (the number of completion tokens of each sequence)"
+            f"loss_type {settings.types} normalises by completion length or uses the chosen NLL: pass "
+            "chosen_lengths= and rejected_lengths= (the number of completion tokens of each sequence)"
         )
+    pair_weights = None
+    if settings.use_weighting:
+        if wpo_log_weights is None:
+            raise ValueError("use_weighting (WPO) needs wpo_log_weights= (completion_logps(..., with_wpo=True))")
+        # WPO (Zhou et al. 2024, arXiv 2406.11827, Eq. 2): w = exp(mean aligned log p) of both completions.
+        pair_weights = torch.exp(wpo_log_weights[0] + wpo_log_weights[1])
     if ref_chosen_logps is None or ref_rejected_logps is None:
         ref_chosen_logps = torch.zeros_like(policy_chosen_logps)
         ref_rejected_logps = torch.zeros_like(policy_rejected_logps)
@@ -405,9 +462,10 @@ def preference_loss(
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
     nll = None
-    if uses_nll:
+    if settings.uses_nll:
         nll_logps = policy_chosen_logps if chosen_nll_logps is None else chosen_nll_logps
         nll = -nll_logps.sum() / chosen_lengths.sum().clamp(min=1)
+    f_type, f_alpha = settings.f_divergence_type, settings.f_alpha_divergence_coef
     inputs = LossInputs(
         policy_chosen_logps=policy_chosen_logps,
         policy_rejected_logps=policy_rejected_logps,
@@ -415,12 +473,9 @@ def preference_loss(
         ref_rejected_logps=ref_rejected_logps,
         chosen_logratios=chosen_logratios,
         rejected_logratios=rejected_logratios,
-        chosen_scores=f_divergence_scores(chosen_logratios, f_divergence_type, f_alpha_divergence_coef),
-        rejected_scores=f_divergence_scores(rejected_logratios, f_divergence_type, f_alpha_divergence_coef),
-        beta=beta,
-        label_smoothing=label_smoothing,
-        discopop_tau=discopop_tau,
-        simpo_gamma=simpo_gamma,
+        chosen_scores=f_divergence_scores(chosen_logratios, f_type, f_alpha),
+        rejected_scores=f_divergence_scores(rejected_logratios, f_type, f_alpha),
+        settings=settings,
         chosen_lengths=chosen_lengths,
         rejected_lengths=rejected_lengths,
         nll=nll,
@@ -431,32 +486,11 @@ def preference_loss(
         if pair_weights is not None:
             per_pair = per_pair * pair_weights
         losses = losses + weight * per_pair
-    if rpo_alpha is not None:
-        losses = losses + rpo_alpha * nll
+    if settings.rpo_alpha is not None:
+        losses = losses + settings.rpo_alpha * nll
     return PreferenceLossOutput(
         losses=losses,
-        chosen_rewards=beta * chosen_logratios.detach(),
-        rejected_rewards=beta * rejected_logratios.detach(),
+        chosen_rewards=settings.beta * chosen_logratios.detach(),
+        rejected_rewards=settings.beta * rejected_logratios.detach(),
         nll_loss=nll.detach() if nll is not None else None,
     )
-
-
-def _check_options(
-    names: list[str],
-    specs: list[LossSpec],
-    label_smoothing: float,
-    f_divergence_type: str,
-    pair_weights: Tensor | None,
-) -> None:
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must lie in [0, 0.5), got {label_smoothing}")
-    for name, spec in zip(names, specs):
-        if spec.needs_label_smoothing and label_smoothing == 0.0:
-            raise ValueError(f"loss_type {name!r} needs label_smoothing > 0 (the EXO paper recommends 1e-3)")
-        if f_divergence_type != "reverse_kl" and not spec.supports_f_divergence:
-            raise ValueError(
-                f"f_divergence_type={f_divergence_type!r} does not apply to loss_type {name!r}: the f-DPO "
-                "reparameterisation only cancels in the chosen-minus-rejected score of losses written on scores"
-            )
-        if pair_weights is not None and spec.pairs_sorted:
-            raise ValueError(f"per-pair weights (use_weighting) cannot apply to {name!r}, which sorts pairs")

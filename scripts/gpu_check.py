@@ -124,7 +124,7 @@ def run_one(name: str, model_dir: str, data_dir: str, steps: int, pairs: int, ma
 
     clock = Clock()
     module = DPOModule(
-        model_name_or_path=model_dir, beta=0.1, gradient_checkpointing=spec["gradient_checkpointing"],
+        model_name_or_path=model_dir, loss={"beta": 0.1}, gradient_checkpointing=spec["gradient_checkpointing"],
         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-5), lr_scheduler=None,
     )  # fmt: skip
     data = PreferenceDataModule(

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/frontier}
 for BETA in 0.1 0.5 1.0; do
-  lightning-dpo fit --model.beta "$BETA" \
+  lightning-dpo fit --model.loss.beta "$BETA" \
     --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name "beta-$BETA" \
     --trainer.callbacks+=lightning_dpo.HFExportCallback --trainer.callbacks.every_n_train_steps 25 \
     --trainer.enable_progress_bar false

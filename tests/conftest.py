@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny random models and small data files built locally (no network)."""
+"""Shared fixtures: tiny random models and small data files built locally (no network), and the data
+module, Trainer and script loader that many tests build the same way."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,57 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 def _private_caches(tmp_path_factory):
     """Token and reference-log-prob caches go to a per-session temporary directory, never to ~/.cache."""
     os.environ.setdefault("LIGHTNING_DPO_CACHE", str(tmp_path_factory.mktemp("lightning_dpo_cache")))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+QUIET_TRAINER = dict(
+    accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+    enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
+)  # fmt: skip
+"""A CPU Trainer that writes nothing and validates nothing unless a test asks for it."""
+
+
+@pytest.fixture
+def make_data(tiny_data_dir, tiny_model_dir):
+    """``make_data(model_dir=None, **overrides)``: a PreferenceDataModule over ``tiny_data_dir`` with the tiny
+    model's tokenizer (or ``model_dir``'s): 4 pairs a batch, ``max_length`` 96, ``max_prompt_length`` 48."""
+    from lightning_dpo import PreferenceDataModule
+
+    def make(model_dir=None, **overrides):
+        kwargs = {"batch_size": 4, "max_length": 96, "max_prompt_length": 48, **overrides}
+        tokenizer = str(model_dir or tiny_model_dir)
+        return PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=tokenizer, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_trainer(tmp_path):
+    """``make_trainer(**overrides)``: a ``QUIET_TRAINER`` rooted in the test's ``tmp_path``."""
+    from lightning_dpo.namespace import pl
+
+    def make(**overrides):
+        return pl.Trainer(**{**QUIET_TRAINER, "default_root_dir": tmp_path, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def load_script():
+    """``load_script("scripts/gpu_check.py")``: a repository script as a module (scripts are not a package).
+    The sibling modules it imported (``bench_common``) leave ``sys.modules`` afterwards."""
+    folders: set[Path] = set()
+
+    def load(relative_path: str):
+        path = REPO / relative_path
+        folders.add(path.parent)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name, module in list(sys.modules.items()):
+        if Path(getattr(module, "__file__", None) or "/").parent in folders:
+            sys.modules.pop(name)

@@ -1,101 +1,29 @@
-"""The lightning-dpo command: print_config, and fit on the tiny config."""
+"""The ``lightning-dpo`` dispatcher: bare command, help, unknown commands."""
 
 from __future__ import annotations
 
-import csv
+import sys
 
-import pytest
-import torch
-import yaml
-
-from lightning_dpo.cli import DEFAULT_CONFIG, main, with_default_config
-
-
-def test_print_config_shows_the_documented_names(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--print_config"])
-    assert exit_info.value.code in (None, 0)
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["model_name_or_path"] == "embedded:tiny-polite-sft"
-    assert config["model"]["reference_mode"] == "auto"
-    assert config["model"]["optimizer"]["class_path"] == "torch.optim.AdamW"
-    for key in ("dataset", "batch_size", "max_length"):
-        assert key in config["data"]
-
-
-def test_default_config_only_without_a_config_of_the_users():
-    assert with_default_config(["fit"]) == ["fit", "--config", str(DEFAULT_CONFIG)]
-    assert with_default_config(["fit", "--config", "mine.yaml"]) == ["fit", "--config", "mine.yaml"]
-    assert with_default_config(["fit", "--config=mine.yaml"]) == ["fit", "--config=mine.yaml"]
-
-
-def test_repo_config_is_the_packaged_default():
-    from pathlib import Path
-
-    repo_config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
-    assert repo_config.read_text() == DEFAULT_CONFIG.read_text()
-
-
-def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data_dir):
-    monkeypatch.chdir(tmp_path)
-    main(
-        [
-            "fit",
-            f"--model.model_name_or_path={tiny_model_dir}",
-            f"--data.dataset={tiny_data_dir}",
-            "--data.batch_size=4",
-            "--trainer.max_steps=4",
-            "--trainer.val_check_interval=2",
-            "--trainer.limit_val_batches=2",
-            "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false",
-            "--seed_everything=123",
-        ]
-    )
-    assert torch.initial_seed() == 123
-    run = tmp_path / "lightning_logs" / "version_0"
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    accuracies = [r["val/rewards/accuracies"] for r in rows if r.get("val/rewards/accuracies")]
-    assert len(accuracies) == 2
-    assert any(r.get("lr-AdamW") for r in rows)  # LearningRateMonitor from the default config
-    assert (run / "margins.csv").exists()
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(run / "hf_model")
-    tokenizer = AutoTokenizer.from_pretrained(run / "hf_model")
-    assert model.config.hidden_size == 32 and tokenizer.eos_token == "</s>"
-
-    # The checkpoint (no reference weights in it) restores through the CLI.
-    (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
-    main(
-        [
-            "validate",
-            f"--model.model_name_or_path={tiny_model_dir}",
-            f"--data.dataset={tiny_data_dir}",
-            f"--ckpt_path={checkpoint}",
-            "--weights_only=true",
-            "--trainer.limit_val_batches=2",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    with open(tmp_path / "lightning_logs" / "version_1" / "metrics.csv") as f:
-        (validated,) = list(csv.DictReader(f))
-    assert validated["val/rewards/accuracies"] == accuracies[-1]
-
-
-@pytest.mark.parametrize("config", sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
-def test_every_shipped_config_parses(config, capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(config), "--print_config"])
-    assert yaml.safe_load(capsys.readouterr().out)["model"]["model_name_or_path"]
+import lightning_dpo.commands.fit as fit
+from lightning_dpo.cli import main
+from lightning_dpo.commands import COMMANDS
 
 
 def test_no_arguments_at_all_runs_fit_on_the_default(monkeypatch):
-    import lightning_dpo.cli as cli
-
     seen = {}
-    monkeypatch.setattr(cli, "DPOCLI", lambda args=None: seen.setdefault("args", args))
-    assert cli.main([]) == 0
-    assert seen["args"] == ["fit", "--config", str(DEFAULT_CONFIG)]
+    monkeypatch.setattr(fit, "DPOCLI", lambda args=None: seen.setdefault("args", args))
+    monkeypatch.setattr("sys.argv", ["lightning-dpo"])
+    assert main([]) == 0
+    assert seen["args"] is None and sys.argv[1:] == ["fit", "--config", str(fit.DEFAULT_CONFIG)]  # so DDP's launcher repeats it
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in COMMANDS)
+
+
+def test_an_unknown_command_is_refused_with_the_list(capsys):
+    assert main(["fitt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'fitt'" in err and "evaluate" in err

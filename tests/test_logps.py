@@ -3,7 +3,7 @@
 import torch
 
 from lightning_dpo.data.collate import PreferenceCollator
-from lightning_dpo.logps import sequence_logps
+from lightning_dpo.logps import completion_logps, sequence_logps
 
 
 def naive_logps(logits, input_ids, prompt_len, total_len):
@@ -97,23 +97,31 @@ def test_wpo_log_weights_match_a_loop():
         assert torch.allclose(out.wpo_log_weights[i], total / len(positions))
 
 
-def test_logps_options_apply_inside_the_block_and_nest():
-    from lightning_dpo.logps import _OPTIONS, LogpsOptions, logps_options
+def test_the_reference_computes_with_the_module_options(tiny_model_dir, monkeypatch):
+    """The module passes its LogpsOptions to the reference strategy's call, not only to the policy's."""
+    from lightning_dpo import DPOModule
+    from lightning_dpo.logps import LogpsOptions
 
-    assert _OPTIONS.get() == LogpsOptions()
-    with logps_options(fused_head=False, chunk_size=7) as outer:
-        assert outer == LogpsOptions(fused_head=False, chunk_size=7)
-        with logps_options(padding_free=True):
-            assert _OPTIONS.get() == LogpsOptions(fused_head=False, chunk_size=7, padding_free=True)
-        assert _OPTIONS.get() == outer
-    assert _OPTIONS.get() == LogpsOptions()
+    seen = []
+
+    def recording(model, batch, *, options, **kwargs):
+        seen.append(options)
+        return completion_logps(model, batch, options=options, **kwargs)
+
+    monkeypatch.setattr("lightning_dpo.reference.frozen.completion_logps", recording)
+    options = {"fused_head": False, "chunk_size": 7, "padding_free": False, "share_prompt": False}
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), logps=options)
+    module.configure_model()
+    pair = {"prompt_input_ids": [1, 5, 6], "chosen_input_ids": [7, 2], "rejected_input_ids": [8, 9, 2]}
+    module.dpo_step(PreferenceCollator(pad_token_id=0)([pair]))
+    assert seen == [LogpsOptions(**options)]
 
 
 def test_sums_over_sequences_match_the_padded_sums():
     """The fast path's per-token -> per-sequence sums (LD-DPO, WPO, logits) equal sequence_logps's."""
     from lightning_dpo.ops.fused_head import reference_head_logps
     from lightning_dpo.logps import sums_over_sequences
-    from lightning_dpo.packing import token_layout
+    from lightning_dpo.ops.packing import token_layout
 
     pairs, batch, logits = _pairs_batch()
     layout = token_layout(batch)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_dpo.losses import LOSSES, get_loss_spec, preference_loss
+from lightning_dpo.losses import LOSSES, LossSettings, get_loss_spec, preference_loss
 
 B = 6
 BETA = 0.3
@@ -131,7 +131,7 @@ def test_values_and_gradients_match_the_paper(loss_type):
     reference_free = not get_loss_spec(loss_type).uses_reference
     out = preference_loss(
         pw, pl, None if reference_free else rw, None if reference_free else rl,
-        loss_type=loss_type, beta=BETA, label_smoothing=EPS, chosen_lengths=nw, rejected_lengths=nl,
+        LossSettings(type=loss_type, beta=BETA, label_smoothing=EPS), chosen_lengths=nw, rejected_lengths=nl,
     )  # fmt: skip
     zeros = torch.zeros(B, dtype=torch.float64)
     expected = TRANSCRIPTIONS[loss_type](pw, pl, zeros if reference_free else rw, zeros if reference_free else rl,
@@ -155,8 +155,8 @@ def test_gradcheck(loss_type):
         pw, pl = [(t.detach() - 5).requires_grad_() for t in (pw, pl)]
 
     def f(a, b, c, d):
-        return preference_loss(a, b, c, d, loss_type=loss_type, beta=BETA, label_smoothing=EPS,
-                               chosen_lengths=nw, rejected_lengths=nl).losses  # fmt: skip
+        settings = LossSettings(type=loss_type, beta=BETA, label_smoothing=EPS)
+        return preference_loss(a, b, c, d, settings, chosen_lengths=nw, rejected_lengths=nl).losses
 
     assert torch.autograd.gradcheck(f, (pw, pl, rw, rl))
 
@@ -164,10 +164,12 @@ def test_gradcheck(loss_type):
 # -- limiting cases ---------------------------------------------------------------------------------------
 
 
-def loss(loss_type="sigmoid", logps=None, **kwargs):
+def loss(loss_type="sigmoid", logps=None, wpo_log_weights=None, **settings):
     (pw, pl, rw, rl), (nw, nl) = logps or inputs()
-    kwargs = {"beta": BETA, "chosen_lengths": nw, "rejected_lengths": nl, **kwargs}
-    return preference_loss(pw, pl, rw, rl, loss_type=loss_type, **kwargs).losses
+    settings = LossSettings(type=loss_type, **{"beta": BETA, **settings})
+    return preference_loss(
+        pw, pl, rw, rl, settings, chosen_lengths=nw, rejected_lengths=nl, wpo_log_weights=wpo_log_weights
+    ).losses
 
 
 def test_robust_without_noise_is_dpo():
@@ -188,9 +190,9 @@ def test_length_normalised_losses_with_unit_lengths():
     h = (pw - rw) - (pl - rl)
     assert torch.allclose(loss("sigmoid_norm", unit), loss("sigmoid", unit))
     assert torch.allclose(loss("ipo", unit), (h - 1 / (2 * BETA)) ** 2)
-    free = preference_loss(pw, pl, None, None, loss_type="sigmoid", beta=BETA).losses
-    simpo = preference_loss(pw, pl, None, None, loss_type="simpo", beta=BETA, simpo_gamma=0.0,
-                            chosen_lengths=ones, rejected_lengths=ones).losses  # fmt: skip
+    free = preference_loss(pw, pl, None, None, LossSettings(beta=BETA)).losses
+    simpo_settings = LossSettings(type="simpo", beta=BETA, simpo_gamma=0.0)
+    simpo = preference_loss(pw, pl, None, None, simpo_settings, chosen_lengths=ones, rejected_lengths=ones).losses
     assert torch.allclose(simpo, free)
 
 
@@ -235,25 +237,26 @@ def test_exo_needs_label_smoothing():
 def test_rpo_adds_the_chosen_nll():
     (pw, pl, rw, rl), (nw, nl) = inputs()
     nll = -pw.sum() / nw.sum()
-    out = preference_loss(pw, pl, rw, rl, beta=BETA, rpo_alpha=0.7, chosen_lengths=nw, rejected_lengths=nl)
+    out = preference_loss(pw, pl, rw, rl, LossSettings(beta=BETA, rpo_alpha=0.7), chosen_lengths=nw, rejected_lengths=nl)
     assert torch.allclose(out.losses, loss("sigmoid") + 0.7 * nll)
     assert torch.allclose(out.nll_loss, nll.detach())
     assert torch.allclose(loss("sigmoid", rpo_alpha=0.0), loss("sigmoid"))
 
 
 def test_mpo_combination_is_the_weighted_sum_of_means():
-    combined = loss(["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0]).mean()
+    combined = loss(["sigmoid", "bco_pair", "sft"], weights=[0.8, 0.2, 1.0]).mean()
     expected = 0.8 * loss("sigmoid").mean() + 0.2 * loss("bco_pair").mean() + 1.0 * loss("sft").mean()
     assert torch.allclose(combined, expected)
     with pytest.raises(ValueError, match="2 entries for 3 loss types"):
-        loss(["sigmoid", "bco_pair", "sft"], loss_weights=[1.0, 1.0])
+        loss(["sigmoid", "bco_pair", "sft"], weights=[1.0, 1.0])
 
 
 def test_pair_weights_scale_each_pair_and_refuse_sorted_losses():
-    w = torch.linspace(0.1, 1.0, B, dtype=torch.float64)
-    assert torch.allclose(loss("hinge", pair_weights=w), w * loss("hinge"))
+    w = torch.linspace(0.1, 1.0, B, dtype=torch.float64)  # WPO: w = exp(chosen + rejected log-weights)
+    log_weights = (torch.log(w) / 2, torch.log(w) / 2)
+    assert torch.allclose(loss("hinge", use_weighting=True, wpo_log_weights=log_weights), w * loss("hinge"))
     with pytest.raises(ValueError, match="sorts pairs"):
-        loss("aot", pair_weights=w)
+        loss("aot", use_weighting=True, wpo_log_weights=log_weights)
 
 
 def test_dotted_path_loss_type():
@@ -267,20 +270,20 @@ def test_orpo_is_finite_for_near_certain_completions():
     pw = torch.tensor([-1e-9, -50.0], dtype=torch.float64, requires_grad=True)
     pl = torch.tensor([-3.0, -1e-12], dtype=torch.float64, requires_grad=True)
     ones = torch.ones(2, dtype=torch.long)
-    out = preference_loss(pw, pl, None, None, loss_type="orpo", chosen_lengths=ones, rejected_lengths=ones)
+    out = preference_loss(pw, pl, None, None, LossSettings(type="orpo"), chosen_lengths=ones, rejected_lengths=ones)
     out.losses.sum().backward()
     assert torch.isfinite(out.losses).all() and torch.isfinite(pw.grad).all()
 
 
 # -- a short fit from YAML per loss type --------------------------------------------------------------------
 
-FIT_CASES = {name: {"loss_type": name} for name in sorted(LOSSES)}
+FIT_CASES = {name: {"type": name} for name in sorted(LOSSES)}
 FIT_CASES["exo_pair"]["label_smoothing"] = 1e-3
 FIT_CASES |= {
-    "mpo": {"loss_type": ["sigmoid", "bco_pair", "sft"], "loss_weights": [0.8, 0.2, 1.0]},
-    "rpo": {"loss_type": "sigmoid", "rpo_alpha": 1.0},
-    "wpo+ld": {"loss_type": "sigmoid", "use_weighting": True, "ld_alpha": 0.5},
-    "f-dpo": {"loss_type": "sigmoid", "f_divergence_type": "js_divergence"},
+    "mpo": {"type": ["sigmoid", "bco_pair", "sft"], "weights": [0.8, 0.2, 1.0]},
+    "rpo": {"type": "sigmoid", "rpo_alpha": 1.0},
+    "wpo+ld": {"type": "sigmoid", "use_weighting": True, "ld_alpha": 0.5},
+    "f-dpo": {"type": "sigmoid", "f_divergence_type": "js_divergence"},
 }
 
 
@@ -295,7 +298,7 @@ def test_short_fit_from_yaml_has_no_nan(case, tmp_path, tiny_model_dir, tiny_dat
             "enable_model_summary": False, "default_root_dir": str(tmp_path),
             "callbacks": [{"class_path": "pytest_nan_guard.NanGuard"}],
         },
-        "model": {"model_name_or_path": str(tiny_model_dir), **FIT_CASES[case],
+        "model": {"model_name_or_path": str(tiny_model_dir), "loss": FIT_CASES[case],
                   "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}},
         "data": {"dataset": str(tiny_data_dir), "batch_size": 3, "max_length": 64, "max_prompt_length": 32},
     }  # fmt: skip
@@ -307,7 +310,7 @@ def test_short_fit_from_yaml_has_no_nan(case, tmp_path, tiny_model_dir, tiny_dat
         assert "val/nll_loss" in NanGuard.metrics
 
 
-class NanGuard(__import__("pytorch_lightning").Callback):
+class NanGuard(__import__("lightning_dpo.namespace").namespace.pl.Callback):
     """Records every training loss and the final callback metrics, from the config's callback list."""
 
     seen: list[float] = []

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightning_dpo.losses import LOSSES, LossInputs, get_loss_spec, preference_loss, register_loss
+from lightning_dpo.losses import LOSSES, LossInputs, LossSettings, get_loss_spec, preference_loss, register_loss
 
 
 def logps(pc, pr, rc, rr):
@@ -15,7 +15,7 @@ def logps(pc, pr, rc, rr):
 def test_sigmoid_by_hand():
     # log-ratios: chosen -1 - (-1.5) = 0.5, rejected -2 - (-1.5) = -0.5, h = 1
     pc, pr, rc, rr = logps(-1.0, -2.0, -1.5, -1.5)
-    out = preference_loss(pc, pr, rc, rr, loss_type="sigmoid", beta=0.1)
+    out = preference_loss(pc, pr, rc, rr, LossSettings(type="sigmoid", beta=0.1))
     # -log σ(0.1) = log(1 + e^-0.1)
     assert out.losses.item() == pytest.approx(0.6443966600735709, abs=1e-12)
     assert out.chosen_rewards.item() == pytest.approx(0.05)
@@ -37,7 +37,7 @@ def test_sigmoid_is_ln2_when_policy_equals_reference():
 
 def test_conservative_dpo_by_hand():
     pc, pr, rc, rr = logps(-1.0, -2.0, -1.5, -1.5)
-    out = preference_loss(pc, pr, rc, rr, beta=0.1, label_smoothing=0.2)
+    out = preference_loss(pc, pr, rc, rr, LossSettings(beta=0.1, label_smoothing=0.2))
     # 0.8·(−log σ(0.1)) + 0.2·(−log σ(−0.1)) = 0.8·0.644396… + 0.2·0.744396…
     assert out.losses.item() == pytest.approx(0.8 * 0.6443966600735709 + 0.2 * 0.7443966600735709, abs=1e-12)
 
@@ -45,7 +45,7 @@ def test_conservative_dpo_by_hand():
 @pytest.mark.parametrize(("beta", "h", "expected"), [(0.1, 1.0, 0.9), (0.5, 4.0, 0.0), (0.5, -2.0, 2.0)])
 def test_hinge_by_hand(beta, h, expected):
     zero = torch.zeros(1, dtype=torch.float64)
-    out = preference_loss(torch.tensor([h], dtype=torch.float64), zero, zero, zero, loss_type="hinge", beta=beta)
+    out = preference_loss(torch.tensor([h], dtype=torch.float64), zero, zero, zero, LossSettings(type="hinge", beta=beta))
     assert out.losses.item() == pytest.approx(expected)
 
 
@@ -53,7 +53,8 @@ def test_ipo_by_hand():
     # per-token log-ratios: chosen 0.5 / 5 = 0.1, rejected -0.5 / 2 = -0.25; (0.35 - 1/(2·0.1))² = 21.6225
     pc, pr, rc, rr = logps(-1.0, -2.0, -1.5, -1.5)
     out = preference_loss(
-        pc, pr, rc, rr, loss_type="ipo", beta=0.1, chosen_lengths=torch.tensor([5]), rejected_lengths=torch.tensor([2])
+        pc, pr, rc, rr, LossSettings(type="ipo", beta=0.1), chosen_lengths=torch.tensor([5]),
+        rejected_lengths=torch.tensor([2]),
     )
     assert out.losses.item() == pytest.approx(21.6225, abs=1e-12)
     # Rewards are the same whatever the loss: β · summed log-ratio.
@@ -63,7 +64,7 @@ def test_ipo_by_hand():
 def test_ipo_requires_lengths():
     x = torch.zeros(2)
     with pytest.raises(ValueError, match="chosen_lengths= and rejected_lengths="):
-        preference_loss(x, x, x, x, loss_type="ipo")
+        preference_loss(x, x, x, x, LossSettings(type="ipo"))
 
 
 def test_reference_free_treats_reference_as_zero():
@@ -79,9 +80,8 @@ def test_unknown_loss_type_names_the_registered_ones():
 
 
 def test_label_smoothing_out_of_range():
-    x = torch.zeros(1)
     with pytest.raises(ValueError, match="label_smoothing"):
-        preference_loss(x, x, x, x, label_smoothing=0.5)
+        LossSettings(label_smoothing=0.5)
 
 
 def test_register_custom_loss():
@@ -90,7 +90,7 @@ def test_register_custom_loss():
         return (x.chosen_logratios - x.rejected_logratios - 1.0) ** 2
 
     try:
-        out = preference_loss(torch.tensor([3.0]), torch.tensor([1.0]), None, None, loss_type="test-squared-margin")
+        out = preference_loss(torch.tensor([3.0]), torch.tensor([1.0]), None, None, LossSettings(type="test-squared-margin"))
         assert out.losses.item() == pytest.approx(1.0)
         assert get_loss_spec("test-squared-margin").uses_reference is False
         with pytest.raises(ValueError, match="already registered"):

@@ -5,31 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 
 from lightning_dpo import DPOModule, PreferenceDataModule
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
-
-
-def make_data(tiny_data_dir, tiny_model_dir, **kwargs) -> PreferenceDataModule:
-    kwargs = {"batch_size": 4, "max_length": 96, "max_prompt_length": 48, **kwargs}
-    return PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), **kwargs)
-
-
-def make_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=3,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=2,
-    )
-    return pl.Trainer(**{**defaults, **kwargs})
 
 
 def adamw(params):
@@ -37,8 +17,8 @@ def adamw(params):
 
 
 @pytest.fixture
-def batch(tiny_data_dir, tiny_model_dir):
-    data = make_data(tiny_data_dir, tiny_model_dir)
+def batch(make_data):
+    data = make_data()
     data.setup("fit")
     return next(iter(data.train_dataloader()))
 
@@ -68,13 +48,13 @@ def test_configure_model_is_idempotent(tiny_model_dir):
     assert module.policy is policy and module.reference.model is reference
 
 
-def test_fit_trains_policy_only_and_checkpoint_excludes_reference(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_fit_trains_policy_only_and_checkpoint_excludes_reference(tmp_path, tiny_model_dir, make_data, make_trainer):
     module = DPOModule(model_name_or_path=str(tiny_model_dir), optimizer=adamw, lr_scheduler=None)
     module.configure_model()
     policy_before = {k: v.clone() for k, v in module.policy.state_dict().items()}
     reference_before = {k: v.clone() for k, v in module.reference.model.state_dict().items()}
-    trainer = make_trainer(tmp_path, callbacks=[FirstLoss()])
-    trainer.fit(module, make_data(tiny_data_dir, tiny_model_dir))
+    trainer = make_trainer(max_steps=3, limit_val_batches=2, callbacks=[FirstLoss()])
+    trainer.fit(module, make_data())
 
     assert trainer.callbacks[0].loss == pytest.approx(math.log(2), abs=1e-6)
     policy_after = module.policy.state_dict()
@@ -109,7 +89,7 @@ class FirstLoss(pl.Callback):
 
 
 def test_reference_free_mode_loads_no_reference(tiny_model_dir, batch):
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference_mode="none")
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"mode": "none"})
     module.configure_model()
     assert not list(module.reference.parameters())
     loss, stats = module.dpo_step(batch)
@@ -124,13 +104,13 @@ def test_separate_reference_must_share_the_vocabulary(tmp_path, tiny_model_dir):
     config = AutoConfig.from_pretrained(tiny_model_dir)
     config.vocab_size += 7
     LlamaForCausalLM(config).save_pretrained(tmp_path / "other")
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), ref_model_name_or_path=str(tmp_path / "other"))
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(tmp_path / "other")})
     with pytest.raises(ValueError, match="must share a tokenizer"):
         module.configure_model()
 
 
 def test_separate_reference_is_loaded_and_frozen(tiny_model_dir, embedded_model_dir, batch):
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), ref_model_name_or_path=str(embedded_model_dir))
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(embedded_model_dir)})
     module.configure_model()
     assert module.reference.model.config.hidden_size != module.policy.config.hidden_size
     assert not any(p.requires_grad for p in module.reference.parameters())
@@ -140,7 +120,8 @@ def test_separate_reference_is_loaded_and_frozen(tiny_model_dir, embedded_model_
 
 def test_paper_defaults():
     module = DPOModule()
-    assert module.hparams.beta == 0.1 and module.hparams.loss_type == "sigmoid"
+    assert module.loss_settings.beta == 0.1 and module.loss_settings.type == "sigmoid"
+    assert module.hparams.loss == {**module.hparams.loss, "beta": 0.1, "type": "sigmoid"}  # a plain dict
     optimizer = module.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.defaults["lr"] == 1e-6
     scheduler = module.lr_scheduler_factory(optimizer)
@@ -164,8 +145,8 @@ def test_reference_free_loss_rejects_an_explicit_reference():
 
     register_loss("test-free", uses_reference=False)(lambda x: x.chosen_logratios)
     try:
-        assert DPOModule(loss_type="test-free").resolved_reference_mode == "none"
+        assert DPOModule(loss={"type": "test-free"}).reference.name == "none"
         with pytest.raises(ValueError, match="reference-free"):
-            DPOModule(loss_type="test-free", reference_mode="frozen")
+            DPOModule(loss={"type": "test-free"}, reference={"mode": "frozen"})
     finally:
         LOSSES.pop("test-free")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import copy
 import os
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lightning_dpo.adapters import is_peft_model
+from lightning_dpo.models import is_peft_model
+from lightning_dpo.namespace import pl, submodule
 from lightning_dpo.sharding import full_policy_state_dict
 
 
-class HFExportCallback(Callback):
+class HFExportCallback(pl.Callback):
     """Writes ``policy.save_pretrained`` and the data module's tokenizer into ``<log_dir>/<dirname>`` at the
     end of ``fit``, and, with ``every_n_train_steps``, into ``<log_dir>/<dirname>/step-<N>`` during it.
     ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
@@ -58,7 +56,7 @@ class HFExportCallback(Callback):
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
             if tokenizer is not None:
                 tokenizer.save_pretrained(path)
-            rank_zero_info(f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}")
+            submodule("utilities").rank_zero_info(f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}")
         self.last_export = path
         trainer.strategy.barrier()
 

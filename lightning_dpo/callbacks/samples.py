@@ -10,24 +10,17 @@ import json
 import os
 from typing import Any, Sequence
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from lightning_dpo.evaluation.generation import (
-    SamplingSettings,
-    generate_completions,
-    preserved_rng,
-    reference_generation_context,
-)
+from lightning_dpo.evaluation.generation import SamplingSettings, generate_completions, preserved_rng
 from lightning_dpo.evaluation.rewards import RewardFn, load_reward
+from lightning_dpo.models import load_tokenizer
+from lightning_dpo.namespace import pl, submodule
 
 COLUMNS = ("step", "epoch", "model", "prompt", "completion", "num_tokens", "reward")
 
 
-class GenerationSamples(Callback):
+class GenerationSamples(pl.Callback):
     """Generates completions of fixed prompts from the policy, and from the reference where there is one,
     at the end of every ``every_n_val_runs``-th validation run (never during the sanity check).
 
@@ -56,7 +49,7 @@ class GenerationSamples(Callback):
         seed: Sampling seed; the same at every run, so changes between runs come from the weights.
         include_reference: Also generate from the reference.
         reward: Fills the ``reward`` column: a ``(prompts, completions) -> rewards`` callable or its dotted path
-            (``lightning_dpo.evaluation.rewards.politeness_reward`` for the bundled task), or ``hf:<model>``.
+            (``lightning_dpo.tasks.politeness.politeness_reward`` for the bundled task), or ``hf:<model>``.
         filename: The JSONL file in the run's log directory; ``None`` to skip it.
         log_key: The name of the table in the loggers.
         batch_size: Prompts per ``generate`` call.
@@ -126,7 +119,7 @@ class GenerationSamples(Callback):
             ("policy", generate_completions(pl_module.policy, prompt_ids, self.settings, **kwargs))
         ]
         if self.include_reference:
-            with reference_generation_context(pl_module) as reference:
+            with pl_module.reference.as_reference() as reference:
                 if isinstance(reference, nn.Module):
                     outputs.append(("reference", generate_completions(reference, prompt_ids, self.settings, **kwargs)))
 
@@ -172,7 +165,7 @@ class GenerationSamples(Callback):
             try:
                 _log_table(logger, self.log_key, rows, trainer.global_step)
             except Exception as e:  # a logging backend's hiccup must not stop training
-                rank_zero_warn(f"GenerationSamples could not log to {type(logger).__name__}: {e}")
+                submodule("utilities").rank_zero_warn(f"GenerationSamples could not log to {type(logger).__name__}: {e}")
 
 
 def _tokenizer(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
@@ -182,8 +175,6 @@ def _tokenizer(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
     source = getattr(pl_module, "hparams", {}).get("model_name_or_path")
     if source is None:
         raise ValueError("GenerationSamples needs a tokenizer: use PreferenceDataModule, or a module with model_name_or_path")
-    from lightning_dpo.models import load_tokenizer
-
     return load_tokenizer(source)
 
 
@@ -195,11 +186,12 @@ def _encode_prompt(tokenizer: Any, text: str) -> list[int]:
 
 def _log_table(logger: Any, key: str, rows: Sequence[dict[str, Any]], step: int) -> None:
     columns = [c for c in COLUMNS if c != "reward" or any(r["reward"] is not None for r in rows)]
-    if isinstance(logger, TensorBoardLogger):
+    loggers = submodule("loggers")
+    if isinstance(logger, loggers.TensorBoardLogger):
         logger.experiment.add_text(key, markdown_table(rows, columns), step)
-    elif isinstance(logger, WandbLogger):
+    elif isinstance(logger, loggers.WandbLogger):
         logger.log_table(key=key, columns=list(columns), data=[[r[c] for c in columns] for r in rows], step=step)
-    elif isinstance(logger, MLFlowLogger):
+    elif isinstance(logger, loggers.MLFlowLogger):
         logger.experiment.log_table(
             data={c: [r[c] for r in rows] for c in columns}, artifact_file=f"{key}/step-{step}.json", run_id=logger.run_id
         )

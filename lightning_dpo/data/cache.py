@@ -24,15 +24,9 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+
 CACHE_VERSION = 1
 """Bump when a change to this package changes the tokens it produces from the same inputs."""
-
-
-def default_cache_dir() -> str:
-    """``$LIGHTNING_DPO_CACHE``, else ``$XDG_CACHE_HOME/lightning_dpo``, else ``~/.cache/lightning_dpo``."""
-    if os.environ.get("LIGHTNING_DPO_CACHE"):
-        return os.environ["LIGHTNING_DPO_CACHE"]
-    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lightning_dpo")
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

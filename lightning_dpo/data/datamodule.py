@@ -14,8 +14,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
@@ -26,17 +24,28 @@ from lightning_dpo.data.collate import PreferenceCollator
 from lightning_dpo.data.formats import check_columns
 from lightning_dpo.data.indexed import IndexedPairs, tokens_fingerprint
 from lightning_dpo.data.pipeline import SplitSource, build_split, first_bad_record
-from lightning_dpo.data.report import marked_example, skipped_warning, split_report
+from lightning_dpo.data.report import flatten_report, marked_example, skipped_warning, split_report
 from lightning_dpo.data.sampler import PairSampler
-from lightning_dpo.data.sources import VALIDATION_SPLIT_NAMES, DataSource, as_sources, fingerprint, read_splits
+from lightning_dpo.data.sources import (
+    VALIDATION_SPLIT_NAMES,
+    DataSource,
+    as_sources,
+    describe_dataset,
+    fingerprint,
+    read_splits,
+)
 from lightning_dpo.data.templates import resolve_chat_template
-from lightning_dpo.data.tokenize import TRUNCATION_MODES, TokenSettings, TruncationMode
+from lightning_dpo.data.truncation import TRUNCATION_MODES, TokenSettings, TruncationMode
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.models import load_tokenizer
+from lightning_dpo.namespace import pl, submodule
+from lightning_dpo.storage import default_cache_dir
+
+_utilities = submodule("utilities")
 
 
 @dataclass
-class _Plan:
+class SplitPlan:
     """One split to materialise: its sources and the cache key of their tokens."""
 
     sources: list[SplitSource]
@@ -133,7 +142,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.val_data: datasets.Dataset | None = None
         self.data_report: dict[str, dict[str, Any]] = {}
         """Per split: records read, kept and dropped by reason, lengths, truncation, padding (see report.py)."""
-        self._plans: dict[str, _Plan] | None = None
+        self._plans: dict[str, SplitPlan] | None = None
         self._settings: TokenSettings | None = None
         self._memory: dict[str, tuple[datasets.Dataset, dict[str, Any]]] = {}
 
@@ -145,9 +154,19 @@ class PreferenceDataModule(pl.LightningDataModule):
             self._materialise(plan, write=True)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_data is not None:  # idempotent: fit then test re-enters setup
+        if self.train_data is None:  # idempotent: fit then test re-enters setup
+            self._setup(write=True)
+        if stage == "fit":
+            self._log_report()
+
+    def _log_report(self) -> None:
+        """Log what was read, kept, dropped (by reason) and truncated with the run, so that nothing is dropped
+        silently: ``data/train/dropped/<kind>``, ``data/train/lengths/prompt/p90``, ... at step 0."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero:
             return
-        self._setup(write=True)
+        for logger in trainer.loggers:
+            logger.log_metrics(flatten_report(self.data_report), step=0)
 
     def dry_run(self) -> dict[str, dict[str, Any]]:
         """Build the splits as ``setup`` does, reading the cache but writing nothing; return ``data_report``."""
@@ -180,12 +199,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         for split, report in self.data_report.items():
             message = skipped_warning(split, report) if warn else None
             if message:
-                rank_zero_warn(message)
-            rank_zero_info(
+                _utilities.rank_zero_warn(message)
+            _utilities.rank_zero_info(
                 f"{split}: {report['pairs']} pairs ({report['truncated']} truncated to max_length={hp.max_length})"
             )
 
-    def _resolve(self) -> dict[str, _Plan]:
+    def _resolve(self) -> dict[str, SplitPlan]:
         """Load the tokenizer, find each split's sources and the cache key of their tokens (once)."""
         if self._plans is not None:
             return self._plans
@@ -206,14 +225,14 @@ class PreferenceDataModule(pl.LightningDataModule):
             if sources is not None:
                 data = [[s.name, fingerprint(s.rows), s.columns] for s in sources]
                 parts = {**common, "data": data}
-                plans[split] = _Plan(sources, cache.cache_key(parts), parts)
+                plans[split] = SplitPlan(sources, cache.cache_key(parts), parts)
         self._plans = plans
         return plans
 
-    def _materialise(self, plan: _Plan, write: bool) -> tuple[datasets.Dataset, dict[str, Any]]:
+    def _materialise(self, plan: SplitPlan, write: bool) -> tuple[datasets.Dataset, dict[str, Any]]:
         """The split's tokens and tally: from memory, from the disk cache, or built now (and cached)."""
         hp = self.hparams
-        cache_dir = hp.cache_dir or cache.default_cache_dir()
+        cache_dir = hp.cache_dir or default_cache_dir()
         found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key)
         if found is None:
             data, tally = build_split(
@@ -282,7 +301,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         )
         padding = self.data_report.get("train", {}).get("padding")
         if padding:
-            rank_zero_info(
+            _utilities.rank_zero_info(
                 f"train batches: {padding['shuffled']:.1%} padding shuffled, {padding['grouped_by_length']:.1%} "
                 f"grouped by length (data.group_by_length={hp.group_by_length})"
             )
@@ -354,14 +373,10 @@ def _primitive(dataset: Any) -> Any:
     return [s.to_dict() for s in as_sources(dataset)]
 
 
-def _describe(dataset: Any) -> str:
-    return repr(dataset) if isinstance(dataset, str) else f"the mixture of {len(dataset)} sources"
-
-
 def _require_pairs(split: str, dataset: Any, data: datasets.Dataset, tally: dict[str, Any]) -> None:
     if len(data) == 0:
         why = skipped_warning(split, tally) or f"{split}: {tally.get('read', 0)} records"
-        raise ValueError(f"the {split} split of {_describe(dataset)} has no usable pairs. {why}")
+        raise ValueError(f"the {split} split of {describe_dataset(dataset)} has no usable pairs. {why}")
 
 
 def _split_source(

@@ -51,6 +51,24 @@ class ChatExample(NamedTuple):
 
 Example = PreferenceExample | ChatExample
 
+EXAMPLE_KINDS: dict[str, type] = {"text": PreferenceExample, "chat": ChatExample}
+"""Every kind of example by name (the name travels with a record through ``datasets.map``)."""
+
+
+def example_kind(example: Example) -> str:
+    return next(name for name, cls in EXAMPLE_KINDS.items() if isinstance(example, cls))
+
+
+def example_to_columns(example: Example) -> dict[str, str]:
+    """``{"kind": ..., "prompt": ..., "chosen": ..., "rejected": ...}``, each role as JSON text (Arrow holds
+    strings and message lists alike that way)."""
+    return {"kind": example_kind(example), **{role: json.dumps(value) for role, value in zip(ROLES, example)}}
+
+
+def example_from_columns(columns: Mapping[str, str]) -> Example:
+    """The inverse of :func:`example_to_columns`."""
+    return EXAMPLE_KINDS[columns["kind"]](*(json.loads(columns[role]) for role in ROLES))
+
 
 def split_implicit_prompt(chosen: str, rejected: str) -> PreferenceExample:
     """Split two full transcripts into (shared prompt, chosen completion, rejected completion)."""

@@ -22,10 +22,11 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.arrow import column
-from lightning_dpo.data.formats import ROLES, ChatExample, PreferenceExample, example_key, to_example
+from lightning_dpo.data.formats import ROLES, example_from_columns, example_key, example_to_columns, to_example
 from lightning_dpo.data.sources import BAD_RECORD_KINDS, PreferenceDataError, Row
-from lightning_dpo.data.templates import TemplateProblem, encode_chats, require_template
-from lightning_dpo.data.tokenize import TokenSettings, encode_texts, truncate
+from lightning_dpo.data.templates import TemplateProblem, require_template
+from lightning_dpo.data.tokenize import tokenize_examples
+from lightning_dpo.data.truncation import TokenSettings
 
 NO_COMPLETION = "no_completion_tokens"
 FIRST_PER_KIND = 5  # dropped records remembered per reason, for messages
@@ -96,7 +97,7 @@ def build_split(
 ) -> tuple[datasets.Dataset, dict[str, Any]]:
     """Normalise, deduplicate and tokenise the rows of one split; return (tokens, tally dict)."""
     columns, tally, per_source = normalise(sources, system_prompt=system_prompt, strict=strict)
-    if any(columns["chat"]):
+    if "chat" in columns["kind"]:
         require_template(tokenizer, settings.chat_template)  # a missing template is a setting, not a record
     table = datasets.Dataset.from_dict(columns)
     if len(table):
@@ -107,7 +108,7 @@ def build_split(
             batched=True,
             batch_size=1000,
             num_proc=procs if procs > 1 else None,
-            remove_columns=["chat", *ROLES],
+            remove_columns=["kind", *ROLES],
             features=_MAP_FEATURES,
             new_fingerprint=fingerprint,  # the cache key: spares datasets from hashing the tokenizer
             desc=desc,
@@ -126,7 +127,7 @@ def normalise(
     sources: list[SplitSource], *, system_prompt: str | None = None, strict: bool = False
 ) -> tuple[dict[str, list], Tally, list[dict[str, Any]]]:
     """Rows -> columns of valid, unique examples (conversations as JSON strings), the tally, per-source counts."""
-    columns: dict[str, list] = {"location": [], "source": [], "chat": [], "prompt": [], "chosen": [], "rejected": []}
+    columns: dict[str, list] = {"location": [], "source": [], "kind": [], **{role: [] for role in ROLES}}
     seen: dict[Any, str] = {}
     tally = Tally()
     per_source = []
@@ -145,12 +146,10 @@ def normalise(
                 tally.drop(e.kind, e.location, e.field, e.reason)
                 continue
             seen[key] = location
-            chat = isinstance(example, ChatExample)
             columns["location"].append(location)
             columns["source"].append(index)
-            columns["chat"].append(chat)
-            for role, value in zip(ROLES, example):
-                columns[role].append(json.dumps(value) if chat else value)
+            for name, value in example_to_columns(example).items():
+                columns[name].append(value)
         per_source.append({"name": source.name, "weight": source.weight, "read": tally.read - read_before})
     return columns, tally, per_source
 
@@ -159,28 +158,16 @@ def tokenize_batch(
     batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, settings: TokenSettings
 ) -> dict[str, list]:
     """``datasets.map`` function: a batch of normalised columns -> token columns (``_MAP_FEATURES``)."""
-    n = len(batch["location"])
-    encoded: list[Any] = [None] * n
-    text = [i for i in range(n) if not batch["chat"][i]]
-    chat = [i for i in range(n) if batch["chat"][i]]
-    examples = [PreferenceExample(*(batch[r][i] for r in ROLES)) for i in text]
-    for i, e in zip(text, encode_texts(examples, tokenizer)):
-        encoded[i] = e
-    if chat:
-        conversations = [ChatExample(*(json.loads(batch[r][i]) for r in ROLES)) for i in chat]
-        for i, e in zip(chat, encode_chats(conversations, tokenizer, settings.chat_template)):
-            encoded[i] = e
-
+    names = ("kind", *ROLES)
+    examples = [example_from_columns(dict(zip(names, values))) for values in zip(*(batch[k] for k in names))]
     out: dict[str, list] = {k: [] for k in _MAP_FEATURES if k not in ("location", "source")}
-    for e in encoded:
+    for e in tokenize_examples(examples, tokenizer, settings):
         if isinstance(e, TemplateProblem):
             row = dict(prompt_input_ids=[], chosen_input_ids=[], rejected_input_ids=[], prompt_length=0,
                        chosen_length=0, rejected_length=0, length=0, truncated=False, dropped=True)
             row.update(problem_kind=e.kind, problem=e.message)
         else:
-            row = truncate(e, settings.max_length, settings.max_prompt_length, settings.truncation_mode,
-                           tokenizer.bos_token_id)
-            row.update(problem_kind="", problem="")
+            row = {**e, "problem_kind": "", "problem": ""}
         for k, v in row.items():
             out[k].append(v)
     return out

@@ -108,6 +108,13 @@ def as_sources(dataset: str | DataSource | Mapping | Iterable[DataSource | Mappi
     return sources
 
 
+def describe_dataset(dataset: str | DataSource | Mapping | Iterable[DataSource | Mapping]) -> str:
+    """``data.dataset`` for people: its name, or each source of a mixture with its weight."""
+    if isinstance(dataset, str):
+        return repr(dataset)
+    return " + ".join(f"{s.path} (weight {s.weight:g})" for s in as_sources(dataset))
+
+
 def read_splits(source: str, config_name: str | None = None) -> dict[str, Iterable[Row]]:
     """Map split name -> rows.
 

@@ -25,7 +25,8 @@ from typing import NamedTuple, Sequence
 from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.formats import ChatExample
-from lightning_dpo.data.tokenize import Encoded, encode_batch
+from lightning_dpo.data.text import encode_batch
+from lightning_dpo.data.truncation import Encoded
 
 
 class TemplateProblem(NamedTuple):

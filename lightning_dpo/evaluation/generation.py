@@ -10,9 +10,9 @@ stop within ``max_new_tokens`` is returned cut, without EOS.
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, ContextManager, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -192,40 +192,3 @@ def generation_config(settings: SamplingSettings, *, eos_token_id: int | Sequenc
 def _device_of(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-# -- which model generates "as the reference" ------------------------------------------------------------
-
-
-def reference_generation_context(module: nn.Module) -> ContextManager[nn.Module | None]:
-    """A context manager yielding the model that generates as the reference of ``module`` (a ``DPOModule``),
-    or ``None`` when there is no reference model (reference-free or precomputed reference log-probs).
-
-    In order of precedence (read with ``getattr``, so any strategy object works):
-
-    1. ``module.reference.as_reference()``: the strategy's own context manager. A strategy whose reference
-       is not a separate model implements it: under ``adapter`` it yields the policy inside
-       ``policy.disable_adapter()``.
-    2. ``module.reference.model``, a separate module (a frozen copy).
-    3. A policy with PEFT's ``disable_adapter`` under ``reference_mode='adapter'``: the policy with its
-       adapter disabled.
-    4. ``None``.
-    """
-    reference = getattr(module, "reference", None)
-    policy = getattr(module, "policy", None)
-    hook = getattr(reference, "as_reference", None)
-    if callable(hook):
-        return hook()
-    model = getattr(reference, "model", None)
-    if isinstance(model, nn.Module):
-        return nullcontext(model)
-    mode = getattr(module, "resolved_reference_mode", None)
-    if mode == "adapter" and policy is not None and callable(getattr(policy, "disable_adapter", None)):
-        return _adapter_disabled(policy)
-    return nullcontext(None)
-
-
-@contextmanager
-def _adapter_disabled(policy: nn.Module) -> Iterator[nn.Module]:
-    with policy.disable_adapter():
-        yield policy

@@ -20,19 +20,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
-from lightning_dpo.tasks.politeness import politeness_score
-
 Judge = Callable[[str, str, str], float]
 """(prompt, a, b) -> probability that a is better: 1 a wins, 0 b wins, 0.5 tie."""
-
-DEFAULT_JUDGE = "lightning_dpo.evaluation.judges.politeness_judge"
-
-
-def politeness_judge(prompt: str, a: str, b: str) -> float:
-    """The bundled task's rule as a judge: the completion with the higher
-    :func:`~lightning_dpo.tasks.politeness_score` wins; equal scores tie."""
-    sa, sb = politeness_score(a), politeness_score(b)
-    return 1.0 if sa > sb else 0.0 if sa < sb else 0.5
 
 
 @dataclass(frozen=True)
@@ -118,7 +107,7 @@ def win_rate(
     prompts: Sequence[str],
     candidates: Sequence[str],
     baselines: Sequence[str],
-    judge: Judge = politeness_judge,
+    judge: Judge,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> WinRate:

@@ -4,30 +4,21 @@
   class named this way is instantiated with no arguments.
 - A Hugging Face sequence-classification model (``hf:<id or directory>``, or a local directory holding a
   ``config.json``), scoring ``prompt + completion`` by one output logit (:class:`HFRewardModel`).
-- :func:`politeness_reward`, the rule of the bundled polite-vs-rude task.
+
+A task's own reward lives with the task (``lightning_dpo.tasks.politeness.politeness_reward``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from lightning_dpo.tasks.politeness import politeness_score
+from lightning_dpo.settings import import_object
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 """(prompts, completions) -> one reward per completion."""
-
-DEFAULT_REWARD = "lightning_dpo.evaluation.rewards.politeness_reward"
-
-
-def politeness_reward(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-    """The bundled task's rule (:func:`lightning_dpo.tasks.politeness_score`) on each completion, in [-1, 1]:
-    (polite − rude) / (polite + rude) marker counts, 0 with neither. The prompt is not scored (user
-    phrasings say "Please")."""
-    return [politeness_score(c) for c in completions]
 
 
 class HFRewardModel:
@@ -77,23 +68,6 @@ class HFRewardModel:
             logits = self.model(**enc).logits  # (b, num_labels)
             out.extend(logits[:, self.label_index].float().cpu().tolist())
         return out
-
-
-def import_object(path: str) -> Any:
-    """``pkg.module.name`` or ``pkg.module:name`` -> the object."""
-    module_name, sep, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{path!r} is not a dotted path such as 'my_pkg.rewards.score' or 'my_pkg.rewards:score'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"cannot import module {module_name!r} of {path!r}: {e}") from e
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {path!r})")
-        obj = getattr(obj, part)
-    return obj
 
 
 def load_reward(spec: str | RewardFn) -> RewardFn:

@@ -1,7 +1,7 @@
 """Final hidden states at the completion targets of a batch: the decoder body only, padded or packed.
 
 :func:`completion_hidden` splits the model (:mod:`lightning_dpo.ops.causal_lm`), runs its body on the
-batch, either as it is (N, T) or as one packed row (:mod:`lightning_dpo.packing`), and gathers the K hidden
+batch, either as it is (N, T) or as one packed row (:mod:`lightning_dpo.ops.packing`), and gathers the K hidden
 states whose next token is a completion token. Packing is checked once per model, attention kind and
 layout against the unpacked body on the batch's first pair, in eval mode without gradients; a model whose
 attention does not honour the packed layout (an unknown implementation) stays unpacked, with a warning.
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lightning_dpo.ops.causal_lm import CausalLMParts, split_causal_lm, verify_split
 from lightning_dpo.ops.segment_attention import attention_kind, enable_segment_attention, packed_call_kwargs
-from lightning_dpo.packing import PackedBatch, TokenLayout, pack, token_layout
+from lightning_dpo.ops.packing import PackedBatch, TokenLayout, pack, token_layout
 
 
 class CompletionHidden(NamedTuple):
@@ -132,7 +132,7 @@ def _packing_verified(model: nn.Module, parts: CausalLMParts, batch: dict[str, T
     return ok
 
 
-class _Plan:
+class _BatchPlan:
     """What the policy's and the reference's calls on the same batch share: its layout and packings."""
 
     def __init__(self, key: tuple[Tensor, ...], layout: TokenLayout) -> None:
@@ -140,15 +140,15 @@ class _Plan:
         self.packed: dict[bool, PackedBatch | None] = {}
 
 
-_LAST_PLAN: list[_Plan] = []
+_LAST_PLAN: list[_BatchPlan] = []
 
 
-def _plan(batch: dict[str, Tensor]) -> _Plan:
+def _plan(batch: dict[str, Tensor]) -> _BatchPlan:
     """The plan of ``batch``, reused while the same batch tensors come back (one entry: the current batch)."""
     key = (batch["input_ids"], batch["completion_mask"], batch["attention_mask"])
     if _LAST_PLAN and all(a is b for a, b in zip(_LAST_PLAN[0].key, key)):
         return _LAST_PLAN[0]
-    _LAST_PLAN[:] = [_Plan(key, token_layout(batch))]
+    _LAST_PLAN[:] = [_BatchPlan(key, token_layout(batch))]
     return _LAST_PLAN[0]
 
 

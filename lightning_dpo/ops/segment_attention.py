@@ -1,6 +1,6 @@
 """Attention over a packed row that keeps its sequences apart.
 
-A packed row (:func:`lightning_dpo.packing.pack`) holds several sequences back to back, described by
+A packed row (:func:`lightning_dpo.ops.packing.pack`) holds several sequences back to back, described by
 spans: tokens [start, end) attend causally to themselves and to a prefix [prefix_start, prefix_end) (a
 shared prompt; empty otherwise). How a model gets there depends on its attention implementation
 (:func:`enable_segment_attention`):
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_dpo.packing import PackedBatch, Span
+from lightning_dpo.ops.packing import PackedBatch, Span
 
 NAME = "lightning_dpo_sdpa"
 """The attention implementation that ``sdpa`` models are switched to for packed rows."""

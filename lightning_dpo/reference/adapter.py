@@ -8,13 +8,14 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from lightning_dpo.adapters import is_peft_model
-from lightning_dpo.logps import SequenceLogps, completion_logps
-from lightning_dpo.reference.base import Reference
+from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
+from lightning_dpo.models import is_peft_model
+from lightning_dpo.reference.base import Reference, register_reference
 
 REF_ADAPTER = "ref"
 
 
+@register_reference("adapter")
 class AdapterReference(Reference):
     """Reference log-probs from the policy's own network with the trained adapter switched off.
 
@@ -42,7 +43,7 @@ class AdapterReference(Reference):
             return
         if not is_peft_model(policy):
             raise ValueError(
-                "reference_mode 'adapter' needs a LoRA policy: set model.lora, e.g. "
+                "reference mode 'adapter' needs a LoRA policy: set model.lora, e.g. "
                 "{r: 16, lora_alpha: 32, target_modules: all-linear}"
             )
         self._policy.append(policy)
@@ -82,9 +83,9 @@ class AdapterReference(Reference):
                 param.requires_grad_(name in trainable)
 
     @torch.no_grad()
-    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps:
+    def logps(self, batch: dict[str, Tensor], options: LogpsOptions, ld_alpha: float | None = None) -> SequenceLogps:
         with self.as_reference() as model:
-            return completion_logps(model, batch, ld_alpha=ld_alpha)
+            return completion_logps(model, batch, options=options, ld_alpha=ld_alpha)
 
     @torch.no_grad()
     def sync(self, policy: nn.Module, alpha: float) -> None:

@@ -1,36 +1,84 @@
-"""The reference-strategy interface, the reference-free strategy, and mode resolution."""
+"""The reference-strategy interface, its settings, and the registry of modes.
+
+A mode is a :class:`Reference` subclass registered under its name with :func:`register_reference`; the
+module builds the one ``ReferenceSettings.mode`` names and calls its hooks, never branching on the mode.
+A new mode is one new file in this package (imported by its ``__init__``).
+
+Hook order, as :class:`~lightning_dpo.DPOModule` calls them:
+
+1. ``build(settings, load, policy_source)`` in ``DPOModule.__init__``: no weights yet;
+2. ``prepare(policy)`` in ``configure_model``, once the policy is loaded; then ``shard(fn)`` under FSDP2;
+3. ``before_fit(trainer, policy, options, ld_alpha)`` when fit starts, after the data is set up;
+4. ``logps(batch, options, ld_alpha)`` every step; ``sync(policy, alpha)`` every TR-DPO period;
+5. ``state_for_checkpoint()`` / ``load_checkpoint_state(state)`` with every checkpoint.
+
+``as_reference()`` yields the model that computes and generates as the reference (samples, evaluation).
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 from torch import Tensor, nn
 
-from lightning_dpo.logps import SequenceLogps
-from lightning_dpo.losses import LossSpec
+from lightning_dpo.logps import LogpsOptions, SequenceLogps
+from lightning_dpo.losses import LossSettings
 
-REFERENCE_MODES = ("auto", "frozen", "adapter", "precomputed", "none")
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """Where reference log-probs come from: ``model.reference`` on the command line and in YAML."""
+
+    mode: str = AUTO
+    """``auto`` (``frozen`` for losses that use a reference, ``none`` for reference-free ones), or a registered
+    mode: ``frozen`` (a frozen copy), ``adapter`` (the LoRA policy with its adapter disabled; needs
+    ``model.lora``), ``precomputed`` (computed once before training, cached on disk, no model kept), ``none``
+    (reference-free)."""
+    model_name_or_path: str | None = None
+    """A separate reference model (same vocabulary), for ``frozen`` and ``precomputed``. ``None``: the policy
+    as loaded."""
+    sync: bool = False
+    """TR-DPO (TRL's ``sync_ref_model``): move the reference towards the policy every ``sync_steps``."""
+    mixup_alpha: float = 0.6
+    """TR-DPO's α (TRL's ``ref_model_mixup_alpha``): reference ← α·policy + (1 − α)·reference; 1 is a hard
+    update."""
+    sync_steps: int = 512
+    """TR-DPO's period in optimizer steps (TRL's ``ref_model_sync_steps``)."""
+    cache_dir: str | None = None
+    """Where ``precomputed`` caches reference log-probs. ``None``: ``reference_logps/`` in the data cache
+    directory."""
+    precompute_batch_size: int = 8
+    """Pairs per forward pass when precomputing reference log-probs."""
 
 
 class Reference(nn.Module):
-    """Where reference log-probs come from. Subclasses hold whatever weights they own as submodules.
+    """Where reference log-probs come from. Subclasses hold whatever weights they own as submodules."""
 
-    The module calls ``prepare(policy)`` once the policy is loaded (``configure_model``), ``logps(batch)``
-    every step, ``before_fit(module)`` once before training, and ``sync(policy, alpha)`` for TR-DPO.
-    """
-
+    name: str = ""
+    """The registered mode name (set by :func:`register_reference`)."""
     supports_sync: bool = False
-    """Whether TR-DPO (``sync_ref_model``) can update this reference."""
+    """Whether TR-DPO (``sync``) can update this reference."""
+    loads_separate_model: bool = False
+    """Whether ``settings.model_name_or_path`` (a separate reference model) means anything to this mode."""
 
     def __init__(self, sync: bool = False) -> None:
         super().__init__()
         if sync and not self.supports_sync:
             raise ValueError(
-                f"sync_ref_model (TR-DPO) updates a reference model, which reference mode "
-                f"{type(self).__name__} does not hold; use reference_mode 'frozen' or 'adapter'"
+                f"reference.sync (TR-DPO) updates a reference model, which reference mode {self.name!r} does not "
+                "hold; use reference mode 'frozen' or 'adapter'"
             )
         self.sync_enabled = sync
+
+    @classmethod
+    def build(cls, settings: ReferenceSettings, load: Callable[[str], nn.Module], policy_source: str) -> Reference:
+        """The strategy for ``settings`` (weights come later, in ``prepare``). ``load(name_or_path)`` loads a
+        model as the policy is loaded; ``policy_source`` is the policy's own source."""
+        return cls(settings.sync)
 
     @property
     def in_checkpoint(self) -> bool:
@@ -45,15 +93,17 @@ class Reference(nn.Module):
     def prepare(self, policy: nn.Module) -> None:
         """Create the reference from the (already built) policy. Must be idempotent."""
 
-    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps | None:
-        """Reference log-probs for the concatenated batch, ``(2B,)``, or ``None`` when reference-free.
-        ``ld_alpha``: LD-DPO's weighting, applied as to the policy's log-probs."""
+    def logps(
+        self, batch: dict[str, Tensor], options: LogpsOptions, ld_alpha: float | None = None
+    ) -> SequenceLogps | None:
+        """Reference log-probs for the concatenated batch, ``(2B,)``, or ``None`` when reference-free;
+        computed with the policy's ``options`` and LD-DPO's ``ld_alpha``."""
         return None
 
     def shard(self, fn: Callable[[nn.Module], Any]) -> None:
         """Apply ``fn`` (e.g. FSDP2's ``fully_shard``) to each model this strategy owns; none by default."""
 
-    def before_fit(self, module: nn.Module) -> None:
+    def before_fit(self, trainer: Any, policy: nn.Module, options: LogpsOptions, ld_alpha: float | None) -> None:
         """Called once when fit starts, after the data is set up (used by ``precomputed``)."""
 
     def state_for_checkpoint(self) -> dict[str, Any]:
@@ -74,23 +124,45 @@ class Reference(nn.Module):
         yield None
 
 
-class NoReference(Reference):
-    """Reference-free training: no reference model; reference log-probs are taken as 0."""
+REFERENCES: dict[str, type[Reference]] = {}
+"""Registered reference modes by name."""
 
 
-def resolve_reference_mode(mode: str, losses: Sequence[LossSpec], loss_type: object) -> str:
+def register_reference(name: str) -> Callable[[type[Reference]], type[Reference]]:
+    """Class decorator: register a :class:`Reference` subclass as mode ``name``."""
+
+    def add(cls: type[Reference]) -> type[Reference]:
+        if name in REFERENCES or name == AUTO:
+            raise ValueError(f"reference mode {name!r} is already registered")
+        cls.name = name
+        REFERENCES[name] = cls
+        return cls
+
+    return add
+
+
+def resolve_reference_mode(mode: str, loss: LossSettings) -> str:
     """Turn ``auto`` into a concrete mode and reject combinations that make no sense.
 
     A combination of losses needs a reference when any of them does; it is reference-free only when all are.
     """
-    if mode not in REFERENCE_MODES:
-        raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {mode!r}")
-    uses_reference = any(spec.uses_reference for spec in losses)
-    if mode == "auto":
-        return "frozen" if uses_reference else "none"
-    if mode != "none" and not uses_reference:
+    if mode != AUTO and mode not in REFERENCES:
+        raise ValueError(f"reference mode must be {AUTO!r} or one of {sorted(REFERENCES)}, got {mode!r}")
+    if mode == AUTO:
+        return "frozen" if loss.uses_reference else "none"
+    if mode != "none" and not loss.uses_reference:
         raise ValueError(
-            f"loss_type {loss_type!r} is reference-free but reference_mode={mode!r} asks for a reference model; "
-            "use reference_mode 'auto' or 'none'"
+            f"loss type {loss.type!r} is reference-free but reference mode {mode!r} asks for a reference model; "
+            "use reference mode 'auto' or 'none'"
         )
     return mode
+
+
+def make_reference(
+    settings: ReferenceSettings, loss: LossSettings, load: Callable[[str], nn.Module], policy_source: str
+) -> Reference:
+    """The registered strategy for ``settings.mode`` (``auto`` resolved against the loss)."""
+    cls = REFERENCES[resolve_reference_mode(settings.mode, loss)]
+    if settings.model_name_or_path is not None and not cls.loads_separate_model:
+        raise ValueError(f"reference.model_name_or_path is not used by reference mode {cls.name!r}")
+    return cls.build(settings, load, policy_source)

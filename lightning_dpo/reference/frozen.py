@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from lightning_dpo.logps import SequenceLogps, completion_logps
+from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
 from lightning_dpo.models import vocab_size
-from lightning_dpo.reference.base import Reference
+from lightning_dpo.reference.base import Reference, ReferenceSettings, register_reference
 from lightning_dpo.sharding import is_partitioned
 
 
+@register_reference("frozen")
 class FrozenReference(Reference):
     """A frozen model: a deep copy of the policy at build time, or the model ``load_separate()`` returns.
 
@@ -23,6 +25,7 @@ class FrozenReference(Reference):
     """
 
     supports_sync = True
+    loads_separate_model = True
 
     def __init__(
         self,
@@ -36,6 +39,13 @@ class FrozenReference(Reference):
         self._load_separate = load_separate
         self._source = source
         self.model: nn.Module | None = None
+
+    @classmethod
+    def build(cls, settings: ReferenceSettings, load: Callable[[str], nn.Module], policy_source: str) -> FrozenReference:
+        separate = settings.model_name_or_path
+        return cls(
+            partial(load, separate) if separate else None, separate, settings.sync, reload=partial(load, policy_source)
+        )
 
     def prepare(self, policy: nn.Module) -> None:
         if self.model is not None:
@@ -59,9 +69,9 @@ class FrozenReference(Reference):
         return super().train(False)
 
     @torch.no_grad()
-    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps:
+    def logps(self, batch: dict[str, Tensor], options: LogpsOptions, ld_alpha: float | None = None) -> SequenceLogps:
         assert self.model is not None, "FrozenReference.prepare() was not called (DPOModule.configure_model)"
-        return completion_logps(self.model, batch, ld_alpha=ld_alpha)
+        return completion_logps(self.model, batch, options=options, ld_alpha=ld_alpha)
 
     @torch.no_grad()
     def sync(self, policy: nn.Module, alpha: float) -> None:
@@ -83,7 +93,7 @@ def check_same_vocabulary(policy: nn.Module, reference: nn.Module, source: str |
         raise ValueError(
             f"reference model {source!r} has a vocabulary of {reference_vocab} tokens but the policy has "
             f"{policy_vocab}: DPO compares the log-probs of the same token ids under both models, so they must "
-            "share a tokenizer. Use a reference from the same model family, or leave ref_model_name_or_path unset "
+            "share a tokenizer. Use a reference from the same model family, or leave reference.model_name_or_path unset "
             "to copy the policy."
         )
 
@@ -95,5 +105,5 @@ def check_same_parameters(policy: nn.Module, reference: nn.Module, source: str |
     if policy_shapes != reference_shapes:
         raise ValueError(
             f"sync_ref_model (TR-DPO) mixes policy weights into the reference, but reference {source!r} does not "
-            "have the policy's parameters (names and shapes); leave ref_model_name_or_path unset"
+            "have the policy's parameters (names and shapes); leave reference.model_name_or_path unset"
         )

@@ -16,15 +16,31 @@ import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lightning_dpo.data.cache import default_cache_dir
-from lightning_dpo.logps import SequenceLogps, completion_logps
-from lightning_dpo.reference.base import Reference
+from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
+from lightning_dpo.namespace import submodule
+from lightning_dpo.reference.base import Reference, ReferenceSettings, register_reference
+from lightning_dpo.storage import default_cache_dir
+
+
+@runtime_checkable
+class PairSource(Protocol):
+    """What ``precomputed`` needs of the trainer's data module: every pair, by a stable ``pair_index``.
+    ``PreferenceDataModule`` provides it."""
+
+    def num_pairs(self) -> int:
+        """Pairs over all splits; ``pair_index`` runs over ``range(num_pairs())``."""
+
+    def pairs_fingerprint(self) -> str:
+        """A hash of every pair's tokens (it changes with the data and every tokenisation setting)."""
+
+    def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterable[dict[str, Tensor]]:
+        """Batches (with ``pair_index``) of this rank's share of all pairs; every rank gets as many."""
 
 
 
@@ -43,16 +59,19 @@ def cache_key(data_fingerprint: str, weights: str, ld_alpha: float | None) -> st
     return hashlib.sha256(f"{data_fingerprint}|{weights}|ld_alpha={ld_alpha}".encode()).hexdigest()[:32]
 
 
+@register_reference("precomputed")
 class PrecomputedReference(Reference):
     """Reference log-probs from a table filled once before training (see the module docstring).
 
     Args:
         load_reference: Loads the reference model from its source (the policy's source, or
-            ``ref_model_name_or_path``); used when the policy itself can no longer serve (a resumed run).
+            ``reference.model_name_or_path``); used when the policy itself can no longer serve (a resumed run).
         separate: Whether the reference is a different model from the policy.
         cache_dir: Where tables are cached.
         batch_size: Pairs per forward pass of the precompute pass.
     """
+
+    loads_separate_model = True
 
     def __init__(
         self, load_reference: Callable[[], nn.Module], separate: bool, cache_dir: str | None, batch_size: int
@@ -67,46 +86,67 @@ class PrecomputedReference(Reference):
         self.key_parts: dict[str, Any] = {}
         self.register_buffer("table", torch.empty(0, 2), persistent=False)  # (pairs, [chosen, rejected])
 
-    def logps(self, batch: dict[str, Tensor], ld_alpha: float | None = None) -> SequenceLogps:
+    @classmethod
+    def build(
+        cls, settings: ReferenceSettings, load: Callable[[str], nn.Module], policy_source: str
+    ) -> PrecomputedReference:
+        if settings.sync:
+            raise ValueError(
+                "reference.sync (TR-DPO) changes the reference during training, which precomputed reference "
+                "log-probs cannot follow; use reference mode 'frozen' or 'adapter'"
+            )
+        source = settings.model_name_or_path or policy_source
+        separate = settings.model_name_or_path is not None
+        return cls(partial(load, source), separate, settings.cache_dir, settings.precompute_batch_size)
+
+    def logps(self, batch: dict[str, Tensor], options: LogpsOptions, ld_alpha: float | None = None) -> SequenceLogps:
         if self.table.numel() == 0:
-            raise RuntimeError("reference_mode 'precomputed': the table is not filled; fit fills it before training")
+            raise RuntimeError("reference mode 'precomputed': the table is not filled; fit fills it before training")
         rows = self.table[batch["pair_index"]]  # (B, 2)
         logps = torch.cat([rows[:, 0], rows[:, 1]])  # (2B,) chosen rows first, as in the batch
         zeros = torch.zeros_like(logps)
         return SequenceLogps(logps=logps, num_tokens=zeros, logits_sum=zeros)
 
-    def before_fit(self, module: Any) -> None:
+    def before_fit(self, trainer: Any, policy: nn.Module, options: LogpsOptions, ld_alpha: float | None) -> None:
         """Fill the table: from the cache when the key matches, else by one pass over the data."""
-        trainer, datamodule = module.trainer, module.trainer.datamodule
-        data, ld_alpha = datamodule.pairs_fingerprint(), module.hparams.ld_alpha
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, PairSource):
+            raise TypeError(
+                f"reference mode 'precomputed' needs a data module with num_pairs(), pairs_fingerprint() and "
+                f"pair_batches() (lightning_dpo.reference.PairSource), such as PreferenceDataModule; got "
+                f"{type(datamodule).__name__}"
+            )
+        data = datamodule.pairs_fingerprint()
+        device = trainer.strategy.root_device
         model = None
         if self.key is None or self.key_parts.get("data") != data or self.key_parts.get("ld_alpha") != ld_alpha:
             # A fresh run, or a resumed one whose data changed: hash the reference weights. Before the first
             # step the policy *is* the reference (unless a separate one was named), so nothing is loaded.
             pristine = trainer.global_step == 0 and not self._separate
-            model = module.policy if pristine else self._load_reference()
+            model = policy if pristine else self._load_reference().to(device)
             weights = weights_fingerprint(model)
             self.key_parts = {"data": data, "weights": weights, "ld_alpha": ld_alpha}
             self.key = cache_key(data, weights, ld_alpha)
         path = self._path(self.key)
         if path.exists():
             table = torch.load(path, map_location="cpu", weights_only=True)
-            rank_zero_info(f"reference log-probs: loaded {table.shape[0]} pairs from the cache {path}")
+            _info(f"reference log-probs: loaded {table.shape[0]} pairs from the cache {path}")
         else:
-            table = self._compute(model if model is not None else self._load_reference(), module, datamodule, ld_alpha)
+            model = model if model is not None else self._load_reference().to(device)
+            table = self._compute(model, trainer, datamodule, options, ld_alpha)
             if trainer.is_global_zero:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 torch.save(table, tmp)
                 os.replace(tmp, path)  # atomic: a reader never sees half a file
-                rank_zero_info(f"reference log-probs: computed {table.shape[0]} pairs, cached in {path}")
+                _info(f"reference log-probs: computed {table.shape[0]} pairs, cached in {path}")
             trainer.strategy.barrier()
         if table.shape[0] != datamodule.num_pairs():
             raise RuntimeError(
                 f"the reference-log-prob cache {path} holds {table.shape[0]} pairs but the data has "
                 f"{datamodule.num_pairs()}; delete the file to recompute it"
             )
-        self.table = table.to(module.device)
+        self.table = table.to(device)
 
     def state_for_checkpoint(self) -> dict[str, Any]:
         return {"key": self.key, "key_parts": self.key_parts}
@@ -118,25 +158,30 @@ class PrecomputedReference(Reference):
         return self.cache_dir / f"{key}.pt"
 
     @torch.no_grad()
-    def _compute(self, model: nn.Module, module: Any, datamodule: Any, ld_alpha: float | None) -> Tensor:
-        trainer = module.trainer
-        rank, world = trainer.global_rank, trainer.world_size
+    def _compute(
+        self, model: nn.Module, trainer: Any, datamodule: PairSource, options: LogpsOptions, ld_alpha: float | None
+    ) -> Tensor:
+        rank, world, device = trainer.global_rank, trainer.world_size, trainer.strategy.root_device
         indices, values = [], []
         with _eval_mode(model):
             for batch in datamodule.pair_batches(self.batch_size, rank=rank, world_size=world):
-                batch = {k: v.to(module.device) for k, v in batch.items()}
-                logps = completion_logps(model, batch, ld_alpha=ld_alpha).logps.float()  # (2B,)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logps = completion_logps(model, batch, options=options, ld_alpha=ld_alpha).logps.float()  # (2B,)
                 chosen, rejected = logps.chunk(2)
                 indices.append(batch["pair_index"])
                 values.append(torch.stack([chosen, rejected], dim=1))
-        index = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=module.device)
-        value = torch.cat(values) if values else torch.empty(0, 2, device=module.device)
-        index, value = _gather_rows(module, index, value)
+        index = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=device)
+        value = torch.cat(values) if values else torch.empty(0, 2, device=device)
+        index, value = _gather_rows(trainer.strategy, world, index, value)
         table = torch.full((datamodule.num_pairs(), 2), float("nan"))
         table[index.cpu()] = value.cpu()
         if torch.isnan(table).any():
-            raise RuntimeError("reference_mode 'precomputed': some pairs got no reference log-probs")
+            raise RuntimeError("reference mode 'precomputed': some pairs got no reference log-probs")
         return table
+
+
+def _info(message: str) -> None:
+    submodule("utilities").rank_zero_info(message)
 
 
 @contextmanager
@@ -149,16 +194,16 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _gather_rows(module: Any, index: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+def _gather_rows(strategy: Any, world_size: int, index: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
     """All-gather (index, value) rows whose counts differ across ranks."""
-    if module.trainer.world_size == 1:
+    if world_size == 1:
         return index, value
-    count = torch.tensor([index.numel()], device=module.device)
-    counts = module.all_gather(count).flatten()
+    count = torch.tensor([index.numel()], device=index.device)
+    counts = strategy.all_gather(count).flatten()
     width = int(counts.max())
-    padded_index = torch.zeros(width, dtype=index.dtype, device=module.device)
-    padded_value = torch.zeros(width, 2, dtype=value.dtype, device=module.device)
+    padded_index = torch.zeros(width, dtype=index.dtype, device=index.device)
+    padded_value = torch.zeros(width, 2, dtype=value.dtype, device=value.device)
     padded_index[: index.numel()], padded_value[: index.numel()] = index, value
-    all_index, all_value = module.all_gather(padded_index), module.all_gather(padded_value)
+    all_index, all_value = strategy.all_gather(padded_index), strategy.all_gather(padded_value)
     rows = [(i[: int(n)], v[: int(n)]) for i, v, n in zip(all_index, all_value, counts)]
     return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])

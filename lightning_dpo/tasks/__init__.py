@@ -7,6 +7,8 @@ from lightning_dpo.tasks.politeness import (
     build_splits,
     format_prompt,
     is_polite,
+    politeness_judge,
+    politeness_reward,
     politeness_score,
     question_bank,
 )
@@ -16,6 +18,8 @@ __all__ = [
     "build_splits",
     "format_prompt",
     "is_polite",
+    "politeness_judge",
+    "politeness_reward",
     "politeness_score",
     "question_bank",
 ]

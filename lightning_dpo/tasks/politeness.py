@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 __all__ = [
     "POLITE_CLOSERS",
@@ -40,6 +41,8 @@ __all__ = [
     "build_splits",
     "format_prompt",
     "is_polite",
+    "politeness_judge",
+    "politeness_reward",
     "politeness_score",
     "question_bank",
 ]
@@ -120,6 +123,19 @@ def politeness_score(text: str) -> float:
     if polite + rude == 0:
         return 0.0
     return (polite - rude) / (polite + rude)
+
+
+def politeness_reward(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    """The task's reward, ``(prompts, completions) -> rewards``: :func:`politeness_score` of each completion,
+    in [-1, 1]. The prompt is not scored (user phrasings say "Please")."""
+    return [politeness_score(c) for c in completions]
+
+
+def politeness_judge(prompt: str, a: str, b: str) -> float:
+    """The task's pairwise judge, ``(prompt, a, b) -> P(a better)``: the completion with the higher
+    :func:`politeness_score` wins; equal scores tie."""
+    sa, sb = politeness_score(a), politeness_score(b)
+    return 1.0 if sa > sb else 0.0 if sa < sb else 0.5
 
 
 def is_polite(text: str) -> bool:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu_vs_trl.py"
 
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu_vs_trl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_vs_trl", None)
-    sys.modules.pop("bench_common", None)
+@pytest.fixture
+def bench(load_script):
+    return load_script("benchmarks/bench_gpu_vs_trl.py")
 
 
 def test_the_model_is_shaped_like_qwen25_05b(bench):

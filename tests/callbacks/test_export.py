@@ -1,6 +1,6 @@
 """HFExportCallback: the exported policy loads back with transformers."""
 
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -7,19 +7,18 @@ import random
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from lightning_dpo import DPOModule, GenerationSamples, PreferenceDataModule
 from lightning_dpo.callbacks.samples import _log_table, markdown_table
+from lightning_dpo.reference import FrozenReference, NoReference
 from lightning_dpo.models import load_causal_lm, load_tokenizer
 
-REWARD = "lightning_dpo.evaluation.rewards.politeness_reward"
+REWARD = "lightning_dpo.tasks.politeness.politeness_reward"
 
 
-class RngProbe(Callback):
+class RngProbe(pl.callbacks.Callback):
     """Placed before and after GenerationSamples: records the RNG states around it at every validation end."""
 
     def __init__(self, record: list) -> None:
@@ -36,7 +35,7 @@ def test_samples_during_fit_leave_the_training_rng_stream_alone(tmp_path, tiny_m
     data = PreferenceDataModule(dataset=str(tiny_data_dir), batch_size=4, max_length=96, max_prompt_length=48)
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=2, val_check_interval=1, limit_val_batches=1, num_sanity_val_steps=1,
-        logger=TensorBoardLogger(tmp_path, name="tb", version=0), enable_checkpointing=False,
+        logger=pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=0), enable_checkpointing=False,
         enable_progress_bar=False, callbacks=[RngProbe(states), samples, RngProbe(states)],
     )  # fmt: skip
     trainer.fit(module, data)
@@ -66,7 +65,7 @@ def test_samples_during_fit_leave_the_training_rng_stream_alone(tmp_path, tiny_m
 
 def test_every_n_val_runs_and_user_prompts(tiny_model_dir):
     policy, tokenizer = load_causal_lm(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
-    module = SimpleNamespace(policy=policy, reference=SimpleNamespace(), hparams={})  # reference-free
+    module = SimpleNamespace(policy=policy, reference=NoReference(), hparams={})  # reference-free
     trainer = _fake_trainer(tokenizer, is_global_zero=True, log_dir=None)
     callback = GenerationSamples(every_n_val_runs=2, prompts=["\n\nHuman: Hi!\n\nAssistant:"], max_new_tokens=4)
     callback.on_validation_epoch_end(trainer, module)
@@ -79,8 +78,10 @@ def test_every_n_val_runs_and_user_prompts(tiny_model_dir):
 
 def test_non_zero_ranks_generate_but_write_nothing(tmp_path, tiny_model_dir):
     policy, tokenizer = load_causal_lm(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
-    module = SimpleNamespace(policy=policy, reference=SimpleNamespace(model=policy), hparams={})
-    loggers = [MagicMock(spec=TensorBoardLogger), MagicMock(spec=WandbLogger), MagicMock(spec=MLFlowLogger)]
+    reference = FrozenReference(load_separate=lambda: policy)
+    reference.prepare(policy)
+    module = SimpleNamespace(policy=policy, reference=reference, hparams={})
+    loggers = [MagicMock(spec=pl.loggers.TensorBoardLogger), MagicMock(spec=pl.loggers.WandbLogger), MagicMock(spec=pl.loggers.MLFlowLogger)]
     trainer = _fake_trainer(tokenizer, is_global_zero=False, log_dir=str(tmp_path), loggers=loggers)
     callback = GenerationSamples(prompts=["\n\nHuman: Hi!\n\nAssistant:"], max_new_tokens=4)
     callback.on_validation_epoch_end(trainer, module)
@@ -106,7 +107,7 @@ def test_markdown_table_escapes_cells():
 
 
 def test_a_failing_logger_does_not_stop_training(tmp_path, recwarn):
-    logger = MagicMock(spec=WandbLogger)
+    logger = MagicMock(spec=pl.loggers.WandbLogger)
     logger.log_table.side_effect = RuntimeError("offline")
     trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), default_root_dir=str(tmp_path),
                               loggers=[logger], global_step=3)  # fmt: skip

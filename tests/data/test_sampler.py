@@ -4,11 +4,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DistributedSampler
 
 from lightning_dpo import PreferenceDataModule
@@ -102,7 +101,7 @@ class _Recorder(pl.LightningModule):
 
 
 def _fit(root, data_args, max_steps, ckpt_path=None, every=None):
-    callbacks = [ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1)] if every else []
+    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1)] if every else []
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=max_steps, limit_val_batches=0, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=bool(every), callbacks=callbacks, default_root_dir=root,

@@ -7,6 +7,7 @@ from lightning_dpo.data.formats import ChatExample, PreferenceExample, to_exampl
 from lightning_dpo.data.sources import PreferenceDataError
 from lightning_dpo.data.templates import TemplateProblem, encode_chats, end_at_eos, resolve_chat_template
 from lightning_dpo.data.tokenize import tokenize_example
+from lightning_dpo.data.truncation import TokenSettings
 
 USER = {"role": "user", "content": "Hi there"}
 EXAMPLE = ChatExample(
@@ -29,7 +30,7 @@ def decoded(tokenizer, out):
 
 
 def test_template_with_bos_and_eos_closing_turns(bos_tok):
-    out = tokenize_example(EXAMPLE, bos_tok, max_length=64)
+    out = tokenize_example(EXAMPLE, bos_tok, TokenSettings(max_length=64))
     assert decoded(bos_tok, out) == ["<s><|user|>\nHi there</s>\n<|assistant|>\n", "Hello!</s>", "Go away.</s>"]
     bos, eos = bos_tok.bos_token_id, bos_tok.eos_token_id
     assert out["prompt_input_ids"].count(bos) == 1 and out["prompt_input_ids"][0] == bos  # one BOS, first
@@ -43,7 +44,7 @@ def test_template_with_bos_and_eos_closing_turns(bos_tok):
 
 
 def test_template_without_bos_and_without_eos(plain_tok):
-    out = tokenize_example(EXAMPLE, plain_tok, max_length=64)
+    out = tokenize_example(EXAMPLE, plain_tok, TokenSettings(max_length=64))
     assert decoded(plain_tok, out) == [
         "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
         "Hello!<|im_end|>\n</s>",  # the template's turn end, then one appended EOS
@@ -61,7 +62,7 @@ def test_system_turn_and_multi_turn_prompt(bos_tok):
         [{"role": "assistant", "content": "Sure."}],
         [{"role": "assistant", "content": "No."}],
     )
-    prompt, chosen, _ = decoded(bos_tok, tokenize_example(example, bos_tok, max_length=128))
+    prompt, chosen, _ = decoded(bos_tok, tokenize_example(example, bos_tok, TokenSettings(max_length=128)))
     assert prompt == (
         "<s><|system|>\nBe kind.</s>\n<|user|>\nHi there</s>\n<|assistant|>\nHi!</s>\n<|user|>\nHelp?</s>\n"
         "<|assistant|>\n"
@@ -70,7 +71,7 @@ def test_system_turn_and_multi_turn_prompt(bos_tok):
 
 
 def test_text_examples_keep_one_bos_and_one_eos(bos_tok):
-    out = tokenize_example(PreferenceExample("<s>Q: hi", " yes</s>", " no"), bos_tok, max_length=64)
+    out = tokenize_example(PreferenceExample("<s>Q: hi", " yes</s>", " no"), bos_tok, TokenSettings(max_length=64))
     assert out["prompt_input_ids"].count(bos_tok.bos_token_id) == 1
     assert decoded(bos_tok, out)[1:] == [" yes</s>", " no</s>"]
 
@@ -82,7 +83,7 @@ def test_a_template_that_renders_the_prompt_differently_is_a_bad_record(bos_tok)
     assert isinstance(problem, TemplateProblem) and problem.kind == "template_mismatch"
     assert "not a prefix" in problem.message and "data.chat_template" in problem.message
     with pytest.raises(PreferenceDataError, match="not a prefix") as err:
-        tokenize_example(EXAMPLE, bos_tok, 64, chat_template=template)
+        tokenize_example(EXAMPLE, bos_tok, TokenSettings(64, chat_template=template))
     assert err.value.kind == "template_mismatch"
 
 
@@ -139,7 +140,7 @@ GOLDEN = {
 @pytest.mark.parametrize("fmt", list(ROWS))
 def test_golden_tokens_for_every_format(fmt, template, bos_tok, plain_tok):
     tokenizer = bos_tok if template == "bos" else plain_tok
-    out = tokenize_example(to_example(ROWS[fmt], "golden"), tokenizer, max_length=64)
+    out = tokenize_example(to_example(ROWS[fmt], "golden"), tokenizer, TokenSettings(max_length=64))
     kind = "text" if fmt in ("standard", "implicit") else "chat"
     assert decoded(tokenizer, out) == GOLDEN[template][kind]
     assert out["prompt_input_ids"].count(tokenizer.bos_token_id) == (0 if (template, kind) == ("plain", "chat") else 1)

@@ -1,4 +1,4 @@
-"""Generation on the tiny model: padding, EOS handling, seeds, untouched RNG streams, the reference hook."""
+"""Generation on the tiny model: padding, EOS handling, seeds, untouched RNG streams."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from lightning_dpo.evaluation.generation import (
     cut_at_eos,
     generate_completions,
     left_pad,
-    reference_generation_context,
 )
 from lightning_dpo.models import load_causal_lm, load_tokenizer
 
@@ -84,35 +83,3 @@ def test_settings_are_checked():
     assert SamplingSettings().exact and not SamplingSettings(top_p=0.9).exact
 
 
-def test_reference_generation_context_covers_each_kind_of_strategy():
-    policy, other = nn.Linear(1, 1), nn.Linear(1, 1)
-
-    class WithHook:  # a strategy with its own context manager (frozen, adapter, ...)
-        @contextmanager
-        def as_reference(self):
-            yield other
-
-    cases = [
-        (SimpleNamespace(policy=policy, reference=WithHook()), other),
-        (SimpleNamespace(policy=policy, reference=SimpleNamespace(model=other)), other),  # a frozen copy
-        (SimpleNamespace(policy=policy, reference=SimpleNamespace()), None),  # reference-free
-        (SimpleNamespace(policy=policy), None),
-    ]
-    for module, expected in cases:
-        with reference_generation_context(module) as model:
-            assert model is expected
-
-    class PeftLike(nn.Linear):  # PEFT's disable_adapter, without a hook on the strategy
-        disabled = False
-
-        @contextmanager
-        def disable_adapter(self):
-            self.disabled = True
-            yield
-            self.disabled = False
-
-    peft = PeftLike(1, 1)
-    module = SimpleNamespace(policy=peft, reference=SimpleNamespace(), resolved_reference_mode="adapter")
-    with reference_generation_context(module) as model:
-        assert model is peft and peft.disabled
-    assert not peft.disabled

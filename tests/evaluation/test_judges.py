@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_dpo.evaluation.judges import judge_pairs, politeness_judge, summarize, wilson_interval, win_rate
+from lightning_dpo.evaluation.judges import judge_pairs, summarize, wilson_interval, win_rate
+from lightning_dpo.tasks.politeness import politeness_judge
 
 POLITE, RUDE, PLAIN = " Of course! 2 plus 2 is 4.", " Ugh. 2 plus 2 is 4.", " 2 plus 2 is 4."
 
@@ -39,15 +40,9 @@ def test_an_order_independent_judge_gives_the_same_result_for_any_seed():
     expected = [1.0, 0.5, 0.0, 0.5, 1.0, 0.0]
     for seed in range(5):
         assert judge_pairs(prompts, cands, bases, politeness_judge, seed=seed) == expected
-    result = win_rate(prompts, cands, bases)
+    result = win_rate(prompts, cands, bases, politeness_judge)
     assert (result.wins, result.ties, result.losses, result.n) == (2, 2, 2, 6)
     assert result.rate == pytest.approx(0.5)  # ties count half
-
-
-def test_politeness_judge():
-    assert politeness_judge("p", POLITE, RUDE) == 1.0
-    assert politeness_judge("p", RUDE, POLITE) == 0.0
-    assert politeness_judge("p", PLAIN, PLAIN) == 0.5
 
 
 def test_wilson_interval_by_hand():

@@ -1,11 +1,12 @@
-"""Reward functions: the bundled rule, dotted paths, and a Hugging Face sequence-classification model."""
+"""Reward functions: dotted paths and a Hugging Face sequence-classification model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lightning_dpo.evaluation.rewards import HFRewardModel, load_reward, politeness_reward
+from lightning_dpo.evaluation.rewards import HFRewardModel, load_reward
+from lightning_dpo.tasks.politeness import politeness_reward
 
 
 class ConstantReward:
@@ -13,15 +14,9 @@ class ConstantReward:
         return [1.0] * len(completions)
 
 
-def test_politeness_reward_scores_completions_not_prompts():
-    prompts = ["\n\nHuman: Please tell me what 2 plus 2 is.\n\nAssistant:"] * 3
-    rewards = politeness_reward(prompts, [" Of course! 2 plus 2 is 4.", " Ugh. 2 plus 2 is 4.", " 2 plus 2 is 4."])
-    assert rewards == [1.0, -1.0, 0.0]
-
-
 def test_load_reward_from_dotted_paths():
-    assert load_reward("lightning_dpo.evaluation.rewards.politeness_reward") is politeness_reward
-    assert load_reward("lightning_dpo.evaluation.rewards:politeness_reward") is politeness_reward
+    assert load_reward("lightning_dpo.tasks.politeness.politeness_reward") is politeness_reward
+    assert load_reward("lightning_dpo.tasks.politeness:politeness_reward") is politeness_reward
     assert load_reward(politeness_reward) is politeness_reward
     instance = load_reward(f"{__name__}:ConstantReward")
     assert instance(["p"], ["a"]) == [1.0]

@@ -1,4 +1,4 @@
-"""reference_mode 'adapter' (LoRA with the adapter disabled), TR-DPO on frozen and adapter references,
+"""reference mode 'adapter' (LoRA with the adapter disabled), TR-DPO on frozen and adapter references,
 and what checkpoints hold."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 
 from lightning_dpo import DPOModule, HFExportCallback, PreferenceDataModule
@@ -16,36 +16,20 @@ pytest.importorskip("peft")
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 
 
-def data(tiny_data_dir, tiny_model_dir):
-    return PreferenceDataModule(
-        dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), batch_size=4, max_length=96,
-        max_prompt_length=48,
-    )
-
-
-def fit(tmp_path, module, datamodule, steps=2, callbacks=()):
-    trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0, callbacks=list(callbacks),
-    )  # fmt: skip
-    trainer.fit(module, datamodule)
-    return trainer
-
-
 def adamw(params):
     return torch.optim.AdamW(params, lr=1e-2)
 
 
 @pytest.fixture
-def batch(tiny_data_dir, tiny_model_dir):
-    dm = data(tiny_data_dir, tiny_model_dir)
+def batch(make_data):
+    dm = make_data()
     dm.setup("fit")
     return next(iter(dm.train_dataloader()))
 
 
 def test_adapter_first_step_equals_frozen(tiny_model_dir, batch):
     frozen = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA)
-    adapter = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference_mode="adapter")
+    adapter = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"})
     for m in (frozen, adapter):
         m.configure_model()
     assert not list(adapter.reference.parameters())  # no second copy of the base
@@ -55,19 +39,20 @@ def test_adapter_first_step_equals_frozen(tiny_model_dir, batch):
     assert loss_adapter.item() == pytest.approx(loss_frozen.item(), abs=1e-7)
 
 
-def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(tmp_path, tiny_model_dir, tiny_data_dir, batch):
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference_mode="adapter", optimizer=adamw)
+def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(tmp_path, tiny_model_dir, tiny_data_dir, batch, make_data, make_trainer):
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw)
     module.configure_model()
     base_before = {n: p.clone() for n, p in module.policy.named_parameters() if "lora_" not in n}
-    ref_before = module.reference.logps(batch).logps
-    trainer = fit(tmp_path, module, data(tiny_data_dir, tiny_model_dir))
+    ref_before = module.reference.logps(batch, module.logps_options).logps
+    trainer = make_trainer(max_steps=2)
+    trainer.fit(module, make_data())
 
     trained = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert trained == {id(p) for n, p in module.policy.named_parameters() if "lora_" in n}
     for name, param in module.policy.named_parameters():
         if "lora_" not in name:
             assert torch.equal(param, base_before[name])
-    assert torch.allclose(module.reference.logps(batch).logps, ref_before)  # the base is the reference
+    assert torch.allclose(module.reference.logps(batch, module.logps_options).logps, ref_before)  # the base is the reference
     assert not torch.allclose(module.dpo_step(batch)[1]["logps/chosen"].values, ref_before[:4])
 
     trainer.save_checkpoint(tmp_path / "adapter.ckpt")
@@ -80,7 +65,7 @@ def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(tmp_path, tiny_mo
 
 def test_adapter_needs_lora(tiny_model_dir):
     with pytest.raises(ValueError, match="needs a LoRA policy: set model.lora"):
-        DPOModule(model_name_or_path=str(tiny_model_dir), reference_mode="adapter").configure_model()
+        DPOModule(model_name_or_path=str(tiny_model_dir), reference={"mode": "adapter"}).configure_model()
 
 
 def test_missing_peft_is_explained(monkeypatch, tiny_model_dir):
@@ -98,12 +83,13 @@ def test_missing_peft_is_explained(monkeypatch, tiny_model_dir):
         DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA).configure_model()
 
 
-def test_tr_dpo_on_a_frozen_copy(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_tr_dpo_on_a_frozen_copy(tmp_path, tiny_model_dir, tiny_data_dir, make_data, make_trainer):
     module = DPOModule(
-        model_name_or_path=str(tiny_model_dir), optimizer=adamw, sync_ref_model=True, ref_model_mixup_alpha=1.0,
-        ref_model_sync_steps=2,
+        model_name_or_path=str(tiny_model_dir), optimizer=adamw,
+        reference={"sync": True, "mixup_alpha": 1.0, "sync_steps": 2},
     )  # fmt: skip
-    trainer = fit(tmp_path, module, data(tiny_data_dir, tiny_model_dir), steps=2)
+    trainer = make_trainer(max_steps=2)
+    trainer.fit(module, make_data())
     for (name, p), (_, r) in zip(module.policy.named_parameters(), module.reference.model.named_parameters()):
         assert torch.equal(p, r), name  # α = 1: a hard update at step 2
     assert all(not p.requires_grad for p in module.reference.parameters())
@@ -114,10 +100,10 @@ def test_tr_dpo_on_a_frozen_copy(tmp_path, tiny_model_dir, tiny_data_dir):
     assert torch.equal(next(restored.reference.parameters()), next(module.reference.parameters()))
 
 
-def test_tr_dpo_soft_update_on_the_adapter(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_tr_dpo_soft_update_on_the_adapter(tmp_path, tiny_model_dir, tiny_data_dir, make_data, make_trainer):
     module = DPOModule(
-        model_name_or_path=str(tiny_model_dir), lora=LORA, reference_mode="adapter", optimizer=adamw,
-        sync_ref_model=True, ref_model_mixup_alpha=0.5, ref_model_sync_steps=1,
+        model_name_or_path=str(tiny_model_dir), lora=LORA, optimizer=adamw,
+        reference={"mode": "adapter", "sync": True, "mixup_alpha": 0.5, "sync_steps": 1},
     )  # fmt: skip
     module.configure_model()
     params = dict(module.policy.named_parameters())
@@ -131,7 +117,8 @@ def test_tr_dpo_soft_update_on_the_adapter(tmp_path, tiny_model_dir, tiny_data_d
             self.trained_before = {n: params[n.replace(".ref.", ".default.")].clone() for n in ref_names}
 
     track = Track()
-    trainer = fit(tmp_path, module, data(tiny_data_dir, tiny_model_dir), steps=1, callbacks=[track])
+    trainer = make_trainer(max_steps=1, callbacks=[track])
+    trainer.fit(module, make_data())
     trained = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
     assert not trained & {id(params[n]) for n in ref_names}
     for n in ref_names:  # ref ← ½·trained + ½·ref, after the optimizer step
@@ -147,17 +134,17 @@ def test_tr_dpo_soft_update_on_the_adapter(tmp_path, tiny_model_dir, tiny_data_d
 
 @pytest.mark.parametrize("mode", ["none"])
 def test_tr_dpo_needs_a_reference_model(mode):
-    with pytest.raises(ValueError, match="sync_ref_model"):
-        DPOModule(reference_mode=mode, sync_ref_model=True)
+    with pytest.raises(ValueError, match="reference.sync"):
+        DPOModule(reference={"mode": mode, "sync": True})
 
 
 @pytest.mark.parametrize("merge", [False, True])
-def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch, merge):
+def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch, merge, make_data, make_trainer):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference_mode="adapter", optimizer=adamw)
-    fit(tmp_path, module, data(tiny_data_dir, tiny_model_dir), steps=1, callbacks=[HFExportCallback(merge_adapter=merge)])
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw)
+    make_trainer(max_steps=1, callbacks=[HFExportCallback(merge_adapter=merge)]).fit(module, make_data())
     export = tmp_path / "hf_model"
     if merge:
         loaded = AutoModelForCausalLM.from_pretrained(export)
@@ -175,15 +162,15 @@ def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch
     not torch.cuda.is_available() or __import__("importlib").util.find_spec("bitsandbytes") is None,
     reason="QLoRA needs a CUDA GPU and bitsandbytes",
 )
-def test_qlora_adapter_reference_on_a_gpu(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_qlora_adapter_reference_on_a_gpu(tmp_path, tiny_model_dir, tiny_data_dir, make_data):
     module = DPOModule(
-        model_name_or_path=str(tiny_model_dir), lora=LORA, reference_mode="adapter", optimizer=adamw,
+        model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw,
         quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"},
     )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="gpu", devices=1, max_steps=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
         enable_checkpointing=False, limit_val_batches=0,
     )  # fmt: skip
-    trainer.fit(module, data(tiny_data_dir, tiny_model_dir))
+    trainer.fit(module, make_data())
     assert module.policy.is_loaded_in_4bit
     assert all("lora_" in n for n, p in module.policy.named_parameters() if p.requires_grad)

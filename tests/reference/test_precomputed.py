@@ -1,4 +1,4 @@
-"""reference_mode 'precomputed': exactness, the cache key, resumption, and DDP."""
+"""reference mode 'precomputed': exactness, the cache key, resumption, and DDP."""
 
 from __future__ import annotations
 
@@ -8,24 +8,17 @@ import sys
 import textwrap
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 import lightning_dpo.reference.precomputed as precomputed
 from lightning_dpo import DPOModule, PreferenceDataModule
+from lightning_dpo.namespace import pl
 
 
-def data(tiny_data_dir, tiny_model_dir, **kwargs):
-    kwargs = {"batch_size": 4, "max_length": 96, "max_prompt_length": 48, **kwargs}
-    return PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), **kwargs)
-
-
-def module(tiny_model_dir, cache_dir, **kwargs):
+def module(tiny_model_dir, cache_dir, reference=None, **kwargs):
     kwargs = {"optimizer": lambda p: torch.optim.AdamW(p, lr=1e-2), "lr_scheduler": None, **kwargs}
-    return DPOModule(
-        model_name_or_path=str(tiny_model_dir), reference_mode="precomputed", reference_cache_dir=str(cache_dir),
-        precompute_batch_size=5, **kwargs,
-    )  # fmt: skip
+    reference = {"mode": "precomputed", "cache_dir": str(cache_dir), "precompute_batch_size": 5, **(reference or {})}
+    return DPOModule(model_name_or_path=str(tiny_model_dir), reference=reference, **kwargs)
 
 
 class Record(pl.Callback):
@@ -37,15 +30,20 @@ class Record(pl.Callback):
         self.batches.append({k: v.clone() for k, v in batch.items()})
 
 
-def fit(tmp_path, model, datamodule, steps=3, ckpt_path=None, callbacks_extra=(), **kwargs):
-    record = Record()
-    trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=bool(callbacks_extra), limit_val_batches=0,
-        callbacks=[record, *callbacks_extra], **kwargs,
-    )  # fmt: skip
-    trainer.fit(model, datamodule, ckpt_path=ckpt_path)
-    return trainer, record
+@pytest.fixture
+def fit(make_trainer, tmp_path):
+    """``fit(model, datamodule, steps, root=None, ckpt_path=None, checkpoints=())`` -> (trainer, Record)."""
+
+    def run(model, datamodule, steps=3, root=None, ckpt_path=None, checkpoints=()):
+        record = Record()
+        trainer = make_trainer(
+            max_steps=steps, default_root_dir=root or tmp_path, enable_checkpointing=bool(checkpoints),
+            callbacks=[record, *checkpoints],
+        )  # fmt: skip
+        trainer.fit(model, datamodule, ckpt_path=ckpt_path)
+        return trainer, record
+
+    return run
 
 
 @pytest.fixture
@@ -61,63 +59,60 @@ def count_passes(monkeypatch):
     return calls
 
 
-def test_looked_up_values_equal_a_frozen_reference_under_shuffling(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_looked_up_values_equal_a_frozen_reference_under_shuffling(tmp_path, tiny_model_dir, make_data, fit):
     model = module(tiny_model_dir, tmp_path / "cache")
-    trainer, record = fit(tmp_path, model, data(tiny_data_dir, tiny_model_dir, group_by_length=True), steps=3)
+    trainer, record = fit(model, make_data(group_by_length=True), steps=3)
     assert record.losses[0] == pytest.approx(math.log(2), abs=1e-6)
     frozen = DPOModule(model_name_or_path=str(tiny_model_dir))
     frozen.configure_model()
     for batch in record.batches:  # shuffled, length-grouped batches: looked up by pair_index
-        expected = frozen.reference.logps(batch).logps
-        assert torch.allclose(model.reference.logps(batch).logps, expected, atol=1e-5)
+        expected = frozen.reference.logps(batch, frozen.logps_options).logps
+        assert torch.allclose(model.reference.logps(batch, model.logps_options).logps, expected, atol=1e-5)
     assert model.reference.table.shape == (64, 2)
     assert not any(k.startswith("reference.") for k in model.state_dict())
 
 
-def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, tiny_data_dir, embedded_model_dir, count_passes):
+def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, embedded_model_dir, count_passes, make_data, fit):
     cache = tmp_path / "cache"
     first = module(tiny_model_dir, cache)
-    fit(tmp_path, first, data(tiny_data_dir, tiny_model_dir), steps=1)
+    fit(first, make_data(), steps=1)
     assert count_passes and len(list(cache.iterdir())) == 1
     count_passes.clear()
 
     again = module(tiny_model_dir, cache)
-    fit(tmp_path, again, data(tiny_data_dir, tiny_model_dir), steps=1)
+    fit(again, make_data(), steps=1)
     assert not count_passes, "a second run with the same inputs must not run the reference"
     assert again.reference.key == first.reference.key
     assert torch.equal(again.reference.table, first.reference.table)
 
     changes = [
-        (module(tiny_model_dir, cache), data(tiny_data_dir, tiny_model_dir, max_prompt_length=8)),  # tokens
-        (module(tiny_model_dir, cache, ld_alpha=0.5), data(tiny_data_dir, tiny_model_dir)),  # LD-DPO sums
-        (module(tiny_model_dir, cache, ref_model_name_or_path=str(embedded_model_dir)), data(tiny_data_dir, tiny_model_dir)),
+        (module(tiny_model_dir, cache), make_data(max_prompt_length=8)),  # tokens
+        (module(tiny_model_dir, cache, loss={"ld_alpha": 0.5}), make_data()),  # LD-DPO sums
+        (module(tiny_model_dir, cache, reference={"model_name_or_path": str(embedded_model_dir)}), make_data()),
     ]  # fmt: skip
     keys = {first.reference.key}
     for changed_module, changed_data in changes:
         count_passes.clear()
-        fit(tmp_path, changed_module, changed_data, steps=1)
+        fit(changed_module, changed_data, steps=1)
         assert count_passes and changed_module.reference.key not in keys
         keys.add(changed_module.reference.key)
     assert len(list(cache.glob("*.pt"))) == 4
 
 
 def test_resume_keeps_the_key_and_recomputes_from_the_source_when_the_cache_is_gone(
-    tmp_path, tiny_model_dir, tiny_data_dir, count_passes
+    tmp_path, tiny_model_dir, count_passes, make_data, fit
 ):
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
     cache = tmp_path / "cache"
     straight = module(tiny_model_dir, cache)
-    every_3 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
-    _, uninterrupted = fit(tmp_path / "a", straight, data(tiny_data_dir, tiny_model_dir), steps=6,
-                           callbacks_extra=[every_3])  # fmt: skip
+    every_3 = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    _, uninterrupted = fit(straight, make_data(), steps=6, root=tmp_path / "a", checkpoints=[every_3])
     (mid,) = [p for p in (tmp_path / "ckpt").glob("*.ckpt") if "step=3" in p.name]  # mid-epoch: 12 batches
     assert torch.load(mid, weights_only=True)["reference_state"]["key"] == straight.reference.key
     for f in cache.glob("*.pt"):
         f.unlink()  # the cache is gone: the table must come from the model source, not the trained policy
     count_passes.clear()
     resumed = module(tiny_model_dir, cache)
-    _, after = fit(tmp_path / "c", resumed, data(tiny_data_dir, tiny_model_dir), steps=6, ckpt_path=mid)
+    _, after = fit(resumed, make_data(), steps=6, root=tmp_path / "c", ckpt_path=mid)
     assert count_passes and resumed.reference.key == straight.reference.key
     assert torch.allclose(resumed.reference.table, straight.reference.table, atol=1e-6)
     assert after.losses == pytest.approx(uninterrupted.losses[3:], abs=1e-6)
@@ -125,15 +120,16 @@ def test_resume_keeps_the_key_and_recomputes_from_the_source_when_the_cache_is_g
 
 def test_tr_dpo_is_refused():
     with pytest.raises(ValueError, match="precomputed reference log-probs cannot follow"):
-        DPOModule(reference_mode="precomputed", sync_ref_model=True)
+        DPOModule(reference={"mode": "precomputed", "sync": True})
 
 
 DDP_SCRIPT = """
-import sys, torch, pytorch_lightning as pl
+import sys, torch
 from lightning_dpo import DPOModule, PreferenceDataModule
+from lightning_dpo.namespace import pl
 model_dir, data_dir, cache, out = sys.argv[1:]
-module = DPOModule(model_name_or_path=model_dir, reference_mode="precomputed", reference_cache_dir=cache,
-                   precompute_batch_size=3, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+module = DPOModule(model_name_or_path=model_dir, reference={"mode": "precomputed", "cache_dir": cache,
+                   "precompute_batch_size": 3}, optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
 dm = PreferenceDataModule(dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=4, max_length=96,
                           max_prompt_length=48)
 trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=1, logger=False,
@@ -145,7 +141,7 @@ if trainer.is_global_zero:
 """
 
 
-def test_ddp_two_processes_compute_shares_of_one_table(tmp_path, tiny_model_dir, tiny_data_dir):
+def test_ddp_two_processes_compute_shares_of_one_table(tmp_path, tiny_model_dir, tiny_data_dir, make_data, fit):
     script = tmp_path / "ddp_precompute.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     cache, out = tmp_path / "cache", tmp_path / "table.pt"
@@ -155,6 +151,6 @@ def test_ddp_two_processes_compute_shares_of_one_table(tmp_path, tiny_model_dir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     single = module(tiny_model_dir, tmp_path / "single-cache")
-    fit(tmp_path, single, data(tiny_data_dir, tiny_model_dir), steps=1)
+    fit(single, make_data(), steps=1)
     assert torch.allclose(torch.load(out, weights_only=True), single.reference.table.cpu(), atol=1e-5)
     assert len(list(cache.glob("*.pt"))) == 1  # rank 0 wrote it once

@@ -22,7 +22,7 @@ def test_preferred_ft_writes_a_run_directory(tmp_path, tiny_model_dir, tiny_data
     assert (run / "hf_model" / "step-1" / "model.safetensors").exists()
     assert (run / "hf_model" / "model.safetensors").exists()
 
-    from lightning_dpo.evaluation.sources import expand_source
+    from lightning_dpo.tools.model_sources import expand_source
 
     sources = expand_source(str(run))  # step-1, step-2 (the final export repeats step-2: left out)
     assert [s.step for s in sources] == [1, 2] and {s.group for s in sources} == {"preferred-ft"}

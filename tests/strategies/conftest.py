@@ -76,10 +76,10 @@ def script_runs(request, tmp_path_factory, tiny_model_dir, tiny_data_dir):
 def restore_rank_zero():
     """Building a Trainer under an emulated cluster sets Lightning's process-wide rank; put it back."""
     from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+    from lightning_dpo.namespace import pl
 
-    saved = rank_zero_only.rank, utils_rank_zero_only.rank, dict(os.environ)
+    saved = pl.utilities.rank_zero.rank_zero_only.rank, utils_rank_zero_only.rank, dict(os.environ)
     yield
-    rank_zero_only.rank, utils_rank_zero_only.rank = saved[0], saved[1]
+    pl.utilities.rank_zero.rank_zero_only.rank, utils_rank_zero_only.rank = saved[0], saved[1]
     os.environ.clear()
     os.environ.update(saved[2])

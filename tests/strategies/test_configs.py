@@ -4,12 +4,11 @@ are taken as far as a CPU allows: Lightning's own GPU guard, or an emulated torc
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 from common import CONFIGS
-from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 
 from lightning_dpo import DPOModule, PreferenceDataModule
-from lightning_dpo.cli import DPOCLI
+from lightning_dpo.commands.fit import DPOCLI
 from lightning_dpo.sharding import DPOAutoWrapPolicy
 
 
@@ -39,7 +38,7 @@ def test_every_config_parses_and_instantiates(name):
     assert cli.trainer_config["strategy"] is not None
 
 
-@pytest.mark.parametrize("name, strategy", [("ddp.yaml", DDPStrategy), ("fsdp2.yaml", ModelParallelStrategy)])
+@pytest.mark.parametrize("name, strategy", [("ddp.yaml", pl.strategies.DDPStrategy), ("fsdp2.yaml", pl.strategies.ModelParallelStrategy)])
 def test_cpu_configs_build_their_trainer(name, strategy, restore_rank_zero):
     trainer = build_trainer(parse(name))
     assert isinstance(trainer.strategy, strategy) and trainer.num_devices == 2
@@ -56,7 +55,7 @@ def test_fsdp2_config_shards_over_every_device():
 def test_fsdp1_config_keeps_the_reference_in_its_own_units_and_needs_a_gpu():
     cli = parse("fsdp1.yaml")
     strategy = cli.trainer_config["strategy"]
-    assert isinstance(strategy, FSDPStrategy)
+    assert isinstance(strategy, pl.strategies.FSDPStrategy)
     assert isinstance(strategy.kwargs["auto_wrap_policy"], DPOAutoWrapPolicy)
     assert strategy.kwargs["use_orig_params"]  # Lightning's default; LoRA policies need it
     assert strategy._state_dict_type == "sharded"

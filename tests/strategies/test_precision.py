@@ -6,10 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 from common import make_data
-from pytorch_lightning.plugins.precision import HalfPrecision
 
 from lightning_dpo import DPOModule
 
@@ -56,7 +55,7 @@ def test_bf16_true_loads_weights_in_bf16(tiny_model_dir):
     """Under bf16-true Lightning runs configure_model with bf16 as the default dtype: from_pretrained then
     loads bf16 weights directly (no fp32 copy first); the reference is a copy of them."""
     module = DPOModule(model_name_or_path=str(tiny_model_dir))
-    with HalfPrecision("bf16-true").tensor_init_context():
+    with pl.plugins.precision.HalfPrecision("bf16-true").tensor_init_context():
         module.configure_model()
     assert {p.dtype for p in module.policy.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in module.reference.model.parameters()} == {torch.bfloat16}
@@ -88,7 +87,7 @@ def test_gradient_checkpointing_is_the_policys_only(tiny_model_dir, tiny_data_di
     lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]} if mode == "adapter" else None
     if lora:
         pytest.importorskip("peft")
-    kwargs = dict(model_name_or_path=str(tiny_model_dir), reference_mode=mode, lora=lora)
+    kwargs = dict(model_name_or_path=str(tiny_model_dir), reference={"mode": mode}, lora=lora)
     module, plain = DPOModule(gradient_checkpointing=True, **kwargs), DPOModule(**kwargs)
     for m in (module, plain):
         torch.manual_seed(0)  # the same LoRA initialisation in both
@@ -101,7 +100,7 @@ def test_gradient_checkpointing_is_the_policys_only(tiny_model_dir, tiny_data_di
     data = make_data(str(tiny_model_dir), str(tiny_data_dir), batch_size=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    module.reference.logps(batch)  # the no-grad reference pass (under adapter: the policy's own layers)
+    module.reference.logps(batch, module.logps_options)  # the no-grad reference pass (under adapter: the policy's own layers)
     assert count[0] == 0
     loss, _ = module.dpo_step(batch)
     assert count[0] == len(base.model.layers)  # the policy pass checkpointed each layer once, the reference pass none

@@ -80,7 +80,7 @@ def test_zero3_context_is_a_no_op_elsewhere():
 
 def test_merging_a_sharded_lora_policy_is_refused_with_a_fix(tmp_path, tiny_model_dir):
     pytest.importorskip("peft")
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference_mode="adapter",
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"mode": "adapter"},
                        lora={"r": 2, "target_modules": ["q_proj"]})  # fmt: skip
     module.configure_model()
     with pytest.raises(ValueError, match="merge_adapter: false"):

@@ -15,6 +15,8 @@ if str(REPO_ROOT) not in sys.path:  # the package may not be installed in the te
 from lightning_dpo.tasks import (  # noqa: E402
     build_splits,
     is_polite,
+    politeness_judge,
+    politeness_reward,
     politeness_score,
     question_bank,
 )
@@ -84,3 +86,16 @@ def test_bundled_files_match_generator(bundled: dict[str, list[dict]]) -> None:
     # Data and generator cannot drift apart: regenerate with
     # `python scripts/make_polite_data.py` after changing lightning_dpo/tasks/politeness.py.
     assert bundled == build_splits(seed=0)
+
+
+def test_politeness_judge():
+    polite, rude, plain = " Of course! 2 plus 2 is 4.", " Ugh. 2 plus 2 is 4.", " 2 plus 2 is 4."
+    assert politeness_judge("p", polite, rude) == 1.0
+    assert politeness_judge("p", rude, polite) == 0.0
+    assert politeness_judge("p", plain, plain) == 0.5
+
+
+def test_politeness_reward_scores_completions_not_prompts():
+    prompts = ["\n\nHuman: Please tell me what 2 plus 2 is.\n\nAssistant:"] * 3
+    rewards = politeness_reward(prompts, [" Of course! 2 plus 2 is 4.", " Ugh. 2 plus 2 is 4.", " 2 plus 2 is 4."])
+    assert rewards == [1.0, -1.0, 0.0]

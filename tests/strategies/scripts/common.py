@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 
 from lightning_dpo import PreferenceDataModule
-from lightning_dpo.cli import DPOCLI
+from lightning_dpo.commands.fit import DPOCLI
 
 SCRIPTS = Path(__file__).resolve().parent
 CONFIGS = SCRIPTS.parents[2] / "configs"

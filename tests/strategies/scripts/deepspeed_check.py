@@ -26,7 +26,7 @@ sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
 from common import make_data  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from lightning_dpo.cli import DPOCLI  # noqa: E402
+from lightning_dpo.commands.fit import DPOCLI  # noqa: E402
 from lightning_dpo.sharding import check_deepspeed_strategy, full_policy_state_dict, is_partitioned  # noqa: E402
 
 config_dir, model_dir, data_dir, out = sys.argv[1:]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from common import Record, from_config, overrides, write
-from pytorch_lightning.callbacks import ModelCheckpoint
+from lightning_dpo.namespace import pl
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
@@ -57,7 +57,7 @@ def fit(ckpt_path=None):
         "fsdp2.yaml", *overrides(model_dir, data_dir, root, steps=4), "--model.gradient_checkpointing", "true",
         "--data.batch_size", "4",  # 4 x 2 devices = 8 pairs a step: 6 steps an epoch, so step 2 is mid-epoch
     )  # fmt: skip
-    every_2 = ModelCheckpoint(dirpath=Path(root) / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    every_2 = pl.callbacks.ModelCheckpoint(dirpath=Path(root) / "ckpt", every_n_train_steps=2, save_top_k=-1)
     cli.trainer.callbacks += [record, every_2]
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
     (export,) = [c for c in cli.trainer.callbacks if isinstance(c, HFExportCallback)]

@@ -14,7 +14,7 @@ position t of row n when ``completion_mask[n, t + 1]`` is 1. :func:`token_layout
   multi-turn data) runs through the model once instead of twice; its gradient is the sum of both uses.
 
 The attention spans that keep sequences apart go with the packed row (``spans``; see
-:mod:`lightning_dpo.ops.segment_attention`). :func:`padding_fraction` is the share of the batch's (N, T)
+:mod:`lightning_dpo.ops.segment_attention`). :func:`batch_padding_fraction` is the share of the batch's (N, T)
 slots that are padding.
 """
 
@@ -145,7 +145,7 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
     )  # fmt: skip
 
 
-def padding_fraction(batch: dict[str, Tensor]) -> Tensor:
+def batch_padding_fraction(batch: dict[str, Tensor]) -> Tensor:
     """The share of the batch's (N, T) token slots that are padding: what padding-free batching saves."""
     mask = batch["attention_mask"]
     return 1.0 - mask.sum() / mask.numel()

@@ -10,11 +10,10 @@ import csv
 import os
 from collections import deque
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
+
+from lightning_dpo.namespace import pl, submodule
 
 CSV_FIELDS = ("stage", "epoch", "step", "count", "mean", "std", "p10", "p50", "p90", "frac_negative")
 
@@ -34,7 +33,7 @@ def margin_summary(margins: Tensor) -> dict[str, float]:
     }
 
 
-class RewardMarginCallback(Callback):
+class RewardMarginCallback(pl.Callback):
     """Logs ``{train,val}/margins/{std,p10,p50,p90,frac_negative}``, a margin histogram (TensorBoard), and one
     row per epoch and stage in ``margins.csv`` in the run's log directory.
 
@@ -99,7 +98,7 @@ class RewardMarginCallback(Callback):
             return
         if self.histogram:
             for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
+                if isinstance(logger, submodule("loggers").TensorBoardLogger):
                     logger.experiment.add_histogram(f"{stage}/margins", margins.float().cpu(), trainer.global_step)
         if self.csv_name and log_dir is not None:
             os.makedirs(log_dir, exist_ok=True)

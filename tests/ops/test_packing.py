@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_dpo.data.collate import PreferenceCollator
-from lightning_dpo.packing import pack, padding_fraction, sequence_lengths, shared_prompt_lengths, token_layout
+from lightning_dpo.ops.packing import pack, batch_padding_fraction, sequence_lengths, shared_prompt_lengths, token_layout
 
 PAIRS = [
     {"prompt_input_ids": [1, 5, 6, 7, 8], "chosen_input_ids": [9, 10, 2], "rejected_input_ids": [11, 2]},
@@ -79,9 +79,9 @@ def test_left_padding_is_not_packed():
     assert pack(batch, token_layout(batch)) is None
 
 
-def test_padding_fraction():
+def test_batch_padding_fraction():
     batch = PreferenceCollator(pad_token_id=0)(PAIRS)
-    assert abs(float(padding_fraction(batch)) - 5 / 32) < 1e-6
+    assert abs(float(batch_padding_fraction(batch)) - 5 / 32) < 1e-6
 
 
 tokens = st.lists(st.integers(3, 50), min_size=1, max_size=6)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lightning_dpo.callbacks.rewards import RewardMarginCallback, margin_summary
+from lightning_dpo.callbacks.margins import RewardMarginCallback, margin_summary
 
 
 def test_margin_summary_by_hand():

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import pytorch_lightning as pl
+from lightning_dpo.namespace import pl
 import torch
 import yaml
-from pytorch_lightning.loggers import CSVLogger
 
 from lightning_dpo import DPOModule, PreferenceDataModule
 from lightning_dpo.cli import main
-from lightning_dpo.evaluation.frontier import CSV_FIELDS, evaluate, read_csv
-from lightning_dpo.evaluation.sources import expand_source
+from lightning_dpo.tools.frontier import CSV_FIELDS, evaluate, read_csv
+from lightning_dpo.tools.model_sources import expand_source
 from lightning_dpo.models import load_causal_lm, load_tokenizer
 
 
@@ -23,7 +22,7 @@ def run_dir(tmp_path_factory, tiny_model_dir):
     hf_model/step-1/ (the starting weights, i.e. the reference itself)."""
     run = tmp_path_factory.mktemp("runs") / "beta-run" / "version_0"
     (run / "hf_model" / "step-1").mkdir(parents=True)
-    (run / "hparams.yaml").write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "beta": 0.25}))
+    (run / "hparams.yaml").write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "loss": {"beta": 0.25}}))
     model, tokenizer = load_causal_lm(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     model.save_pretrained(run / "hf_model" / "step-1")
     tokenizer.save_pretrained(run / "hf_model" / "step-1")
@@ -38,9 +37,9 @@ def run_dir(tmp_path_factory, tiny_model_dir):
 def checkpoint(tmp_path_factory, tiny_model_dir, tiny_data_dir):
     """A Lightning checkpoint after one DPO step."""
     root = tmp_path_factory.mktemp("ckpt-run")
-    trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=CSVLogger(root, name="dpo"),
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=pl.loggers.CSVLogger(root, name="dpo"),
                          enable_progress_bar=False)  # fmt: skip
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), beta=0.5,
+    module = DPOModule(model_name_or_path=str(tiny_model_dir), loss={"beta": 0.5},
                        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))  # fmt: skip
     trainer.fit(module, PreferenceDataModule(dataset=str(tiny_data_dir), batch_size=4, max_length=96, max_prompt_length=48))
     (path,) = (root / "dpo" / "version_0" / "checkpoints").glob("*.ckpt")

@@ -9,8 +9,8 @@ A source is one of:
   a folder of such runs (``lightning_logs``) stands for its newest ``version_N``;
 - a Hugging Face model directory (``save_pretrained``), a Hub id, or ``embedded:<name>``.
 
-The reference of an exported model is read from the run's ``hparams.yaml`` (``ref_model_name_or_path``, else
-``model_name_or_path``) when the export sits inside a run directory; an explicit reference overrides it.
+The reference of an exported model is read from the run's ``hparams.yaml`` (``reference.model_name_or_path``,
+else ``model_name_or_path``) when the export sits inside a run directory; an explicit reference overrides it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import yaml
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from lightning_dpo.evaluation.generation import reference_generation_context
 from lightning_dpo.models import load_causal_lm, load_tokenizer
 
 
@@ -81,11 +80,12 @@ def expand_source(spec: str, group: str | None = None, all_steps: bool = True) -
 
 
 def _source(path: str, hparams: dict[str, Any], group: str | None, step: int | None) -> ModelSource:
-    beta = hparams.get("beta")
+    loss, reference = hparams.get("loss") or {}, hparams.get("reference") or {}
+    beta = loss.get("beta")
     default_group = f"β={beta:g}" if isinstance(beta, (int, float)) else _short_name(path)
     group = group or default_group
     label = group if step is None else f"{group} step {step}"
-    reference = hparams.get("ref_model_name_or_path") or hparams.get("model_name_or_path")
+    reference = reference.get("model_name_or_path") or hparams.get("model_name_or_path")
     return ModelSource(path, label, group, reference, beta, step, hparams)
 
 
@@ -148,8 +148,8 @@ class LoadedModel:
     """The ``DPOModule`` of a checkpoint, whose reference strategy gives the reference model."""
 
     def reference_context(self) -> ContextManager[nn.Module | None]:
-        """The checkpoint's own reference (see :func:`reference_generation_context`), or ``None``."""
-        return reference_generation_context(self.module) if self.module is not None else nullcontext(None)
+        """The checkpoint's own reference (its strategy's ``as_reference()``), or ``None``."""
+        return self.module.reference.as_reference() if self.module is not None else nullcontext(None)
 
 
 def load_source(source: ModelSource, device: str = "cpu") -> LoadedModel:

@@ -7,7 +7,6 @@ caller's global backend is left alone.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import re
@@ -282,21 +281,3 @@ def _nan_to_zero(value: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return v if math.isfinite(v) else 0.0
-
-
-# -- the command -----------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``lightning-dpo plot RUN_DIR [--output FILE]``."""
-    parser = argparse.ArgumentParser(
-        prog="lightning-dpo plot",
-        description="Plot a run's logged metrics (metrics.csv or TensorBoard events) into one PNG. "
-        "RUN_DIR is a run's log directory (lightning_logs/version_N) or a folder of them (the newest is used).",
-    )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--output", "-o", default=None, help=f"the PNG to write (default: RUN_DIR/{PLOT_NAME})")
-    args = parser.parse_args(argv)
-    path = plot_run(args.run_dir, args.output)
-    print(f"wrote {path}")
-    return 0

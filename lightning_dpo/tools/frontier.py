@@ -22,19 +22,25 @@ from transformers import PreTrainedTokenizerBase
 from lightning_dpo.data.formats import Example, to_example
 from lightning_dpo.data.sources import read_splits
 from lightning_dpo.data.tokenize import tokenize_example
+from lightning_dpo.data.truncation import TokenSettings
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.evaluation.generation import SamplingSettings, generate_completions
-from lightning_dpo.evaluation.judges import DEFAULT_JUDGE, Judge, WinRate, win_rate
+from lightning_dpo.evaluation.judges import Judge, WinRate, win_rate
 from lightning_dpo.evaluation.kl import Estimate, kl_estimate, mean_and_sem, sequence_logprobs
-from lightning_dpo.evaluation.rewards import DEFAULT_REWARD, RewardFn, import_object, load_reward
-from lightning_dpo.evaluation.sources import (
+from lightning_dpo.evaluation.rewards import RewardFn, load_reward
+from lightning_dpo.models import vocab_size
+from lightning_dpo.settings import import_object
+from lightning_dpo.tools.model_sources import (
     ModelSource,
     expand_source,
     load_reference,
     load_source,
     load_source_tokenizer,
 )
-from lightning_dpo.models import vocab_size
+
+DEFAULT_REWARD = "lightning_dpo.tasks.politeness.politeness_reward"
+"""The bundled default task's reward (named, not imported: the tools hold no task code)."""
+DEFAULT_JUDGE = "lightning_dpo.tasks.politeness.politeness_judge"
 
 CSV_FIELDS = (
     "label", "group", "model", "reference", "beta", "step", "n",
@@ -85,7 +91,8 @@ def tokenize_prompts(
     examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int
 ) -> PromptSet:
     """Tokenise held-out records like the training data; completions are kept whole (max_length is large)."""
-    pairs = [tokenize_example(e, tokenizer, max_prompt_length + 1_000_000, max_prompt_length) for e in examples]
+    settings = TokenSettings(max_length=max_prompt_length + 1_000_000, max_prompt_length=max_prompt_length)
+    pairs = [tokenize_example(e, tokenizer, settings) for e in examples]
     ids = [list(p["prompt_input_ids"]) for p in pairs]
     texts = [e.prompt if isinstance(e.prompt, str) else tokenizer.decode(i, skip_special_tokens=True) for e, i in zip(examples, ids)]
     chosen = [
@@ -211,12 +218,12 @@ def evaluate(
                 max_prompt_length, batch_size, seed, device,
             )  # fmt: skip
             rows.append(row)
-            print(_describe(row), flush=True)
+            print(_summary_line(row), flush=True)
             samples_file.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
     write_csv(rows, out / "frontier.csv")
     if plot:
-        from lightning_dpo.plotting import plot_frontier
+        from lightning_dpo.tools.plotting import plot_frontier
 
         plot_frontier(rows, out / "frontier.png", reward_name=_reward_name(reward))
     print(f"wrote {out / 'frontier.csv'}, {out / 'samples.jsonl'}" + (f", {out / 'frontier.png'}" if plot else ""))
@@ -316,7 +323,7 @@ def _reward_name(reward: str) -> str:
     return "politeness reward" if reward == DEFAULT_REWARD else f"reward ({reward.rsplit('.', 1)[-1]})"
 
 
-def _describe(row: dict[str, Any]) -> str:
+def _summary_line(row: dict[str, Any]) -> str:
     text = (
         f"{row['label']:<24} reward {row['reward_mean']:+.3f} ± {row['reward_sem']:.3f}   "
         f"KL {row['kl_mean']:7.3f} ± {row['kl_sem']:.3f} nats   ({row['n']} samples, {row['seconds']:.1f} s)"

@@ -1,11 +1,11 @@
 """``lightning-dpo evaluate MODEL [MODEL ...] [--options]``: the arguments are those of
-:func:`lightning_dpo.evaluation.frontier.evaluate`, with their docstrings as help."""
+:func:`lightning_dpo.tools.frontier.evaluate`, with their docstrings as help."""
 
 from __future__ import annotations
 
 from jsonargparse import ArgumentParser
 
-from lightning_dpo.evaluation.frontier import evaluate
+from lightning_dpo.tools.frontier import evaluate
 
 
 def build_parser() -> ArgumentParser:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import sys
 
-from lightning_dpo.cli import DEFAULT_CONFIG, DPOCLI
+from lightning_dpo.commands.fit import DEFAULT_CONFIG, DPOCLI, has_config, refuse_renamed_keys
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.data.report import format_report
+from lightning_dpo.data.sources import describe_dataset
 
 
 class _ParseOnlyCLI(DPOCLI):
@@ -32,8 +33,9 @@ class _ParseOnlyCLI(DPOCLI):
 
 def main(argv: list[str]) -> int:
     """Parse ``fit``-style arguments, build the data module's splits without side effects, print the report."""
-    if not any(a in ("-c", "--config") or a.startswith("--config=") for a in argv):
+    if not has_config(argv):
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    refuse_renamed_keys(argv)
     command_line, sys.argv[1:] = sys.argv[1:], []  # LightningCLI warns about args= beside a command line
     try:
         config = _ParseOnlyCLI(args=argv, run=False).config
@@ -44,15 +46,5 @@ def main(argv: list[str]) -> int:
         data_args["tokenizer_name_or_path"] = config["model"]["model_name_or_path"]
     data = PreferenceDataModule(**data_args)
     report = data.dry_run()
-    print(format_report(report, data.example(), source=_describe(data_args["dataset"])))
+    print(format_report(report, data.example(), source=describe_dataset(data_args["dataset"])))
     return 0
-
-
-def _describe(dataset: str | list[dict]) -> str:
-    if isinstance(dataset, str):
-        return dataset
-    return " + ".join(f"{s['path']} (weight {s.get('weight', 1.0):g})" for s in dataset)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from lightning_dpo.cli import main
-from lightning_dpo.plotting import find_run_dir, plot_frontier, plot_run, read_metrics, require_matplotlib
+from lightning_dpo.tools.plotting import find_run_dir, plot_frontier, plot_run, read_metrics, require_matplotlib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -61,9 +61,9 @@ def test_plot_from_metrics_csv_through_the_command(tmp_path, capsys):
 
 def test_plot_from_tensorboard_events(tmp_path):
     pytest.importorskip("tensorboard")
-    from pytorch_lightning.loggers import TensorBoardLogger
+    from lightning_dpo.namespace import pl
 
-    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=0)
     for row in _metrics():
         logger.log_metrics({k: v for k, v in row.items() if k not in ("step", "epoch")}, step=int(row["step"]))
     logger.finalize("success")

@@ -1,0 +1,20 @@
+"""``lightning-dpo plot RUN_DIR [--output FILE]``: a run's logged metrics as one PNG (:mod:`lightning_dpo.tools.plotting`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lightning_dpo.tools.plotting import PLOT_NAME, plot_run
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lightning-dpo plot",
+        description="Plot a run's logged metrics (metrics.csv or TensorBoard events) into one PNG. "
+        "RUN_DIR is a run's log directory (lightning_logs/version_N) or a folder of them (the newest is used).",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--output", "-o", default=None, help=f"the PNG to write (default: RUN_DIR/{PLOT_NAME})")
+    args = parser.parse_args(argv)
+    print(f"wrote {plot_run(args.run_dir, args.output)}")
+    return 0
