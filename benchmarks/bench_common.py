@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def save_random_model(path: Path, make_config: Callable[[Any], Any], dtype: Any = None) -> int:
@@ -26,8 +27,11 @@ def save_random_model(path: Path, make_config: Callable[[Any], Any], dtype: Any 
 
 def special_tokens(tokenizer: Any) -> dict[str, int]:
     """The config keys for the tokenizer's BOS, EOS and pad ids."""
-    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def step_timer(times: list[float], tokens: list[int] | None = None, clock: Callable[[], float] = time.perf_counter):

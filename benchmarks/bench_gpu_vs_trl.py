@@ -54,22 +54,27 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 31
 
 
 def qwen_config(shape: Shape, tokenizer):
+    from bench_common import special_tokens
     from transformers import Qwen2Config
 
-    from bench_common import special_tokens
-
     return Qwen2Config(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=2,
-        max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=shape.tied,
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=shape.tied,
         **special_tokens(tokenizer),
-    )  # fmt: skip
+    )
 
 
 def build_model(path: Path, shape: Shape) -> int:
     """Save a random bf16 Qwen2-shaped model with the bundled tokenizer."""
     import torch
-
     from bench_common import save_random_model
 
     return save_random_model(path, lambda tokenizer: qwen_config(shape, tokenizer), dtype=torch.bfloat16)
@@ -132,16 +137,33 @@ def run_lightning(model_dir: str, data_dir: str, steps: int, packed: bool) -> di
 
     options = {"padding_free": True, "share_prompt": True} if packed else {}
     module = DPOModule(
-        model_name_or_path=model_dir, loss={"beta": 0.1}, attn_implementation="sdpa", logps=options,
-        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0), lr_scheduler=None,
-    )  # fmt: skip
-    data = PreferenceDataModule(dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=SHAPE.pairs,
-                                max_length=SHAPE.max_length, max_prompt_length=None)  # fmt: skip
+        model_name_or_path=model_dir,
+        loss={"beta": 0.1},
+        attn_implementation="sdpa",
+        logps=options,
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0),
+        lr_scheduler=None,
+    )
+    data = PreferenceDataModule(
+        dataset=data_dir,
+        tokenizer_name_or_path=model_dir,
+        batch_size=SHAPE.pairs,
+        max_length=SHAPE.max_length,
+        max_prompt_length=None,
+    )
     trainer = pl.Trainer(
-        accelerator="gpu", devices=1, precision="bf16-true", max_steps=steps, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[StepTimer()],
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-true",
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StepTimer()],
         num_sanity_val_steps=0,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     trainer.fit(module, data)
     return {"times": times, "peak_gpu_bytes": torch.cuda.max_memory_allocated()}
@@ -173,15 +195,35 @@ def run_trl(model_dir: str, out_dir: Path, steps: int) -> dict:
             return SequentialSampler(self.train_dataset)
 
     args = DPOConfig(
-        output_dir=str(out_dir / "trl"), per_device_train_batch_size=SHAPE.pairs, max_steps=steps,
-        learning_rate=1e-6, lr_scheduler_type="constant", weight_decay=0.0, optim="adamw_torch", max_grad_norm=0.0,
-        beta=0.1, max_length=SHAPE.max_length, bf16=True, gradient_checkpointing=False, dataloader_num_workers=0,
-        precompute_ref_log_probs=False, eval_strategy="no", logging_steps=10**6, save_strategy="no",
-        report_to="none", disable_tqdm=True, seed=0,
-    )  # fmt: skip
+        output_dir=str(out_dir / "trl"),
+        per_device_train_batch_size=SHAPE.pairs,
+        max_steps=steps,
+        learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        optim="adamw_torch",
+        max_grad_norm=0.0,
+        beta=0.1,
+        max_length=SHAPE.max_length,
+        bf16=True,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+        precompute_ref_log_probs=False,
+        eval_strategy="no",
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
-    trainer = SequentialDPOTrainer(model=model, args=args, train_dataset=dataset,
-                                   processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[StepTimer()])
+    trainer = SequentialDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        callbacks=[StepTimer()],
+    )
     trainer.train()
     return {"times": times, "peak_gpu_bytes": torch.cuda.max_memory_allocated()}
 
@@ -222,21 +264,37 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        env = {**os.environ, "LIGHTNING_DPO_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        env = {
+            **os.environ,
+            "LIGHTNING_DPO_CACHE": str(tmp / "cache"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         os.environ.update(env)
         parameters = build_model(tmp / "model", SHAPE)
         build_data(tmp / "data", SHAPE, SHAPE.pairs * total_steps)
         info = training_order(str(tmp / "model"), str(tmp / "data"), SHAPE, tmp)
         rows = _ordered(tmp)
-        flops = [step_flops(parameters, SHAPE, rows[s * SHAPE.pairs : (s + 1) * SHAPE.pairs]) for s in range(total_steps)]
+        flops = [
+            step_flops(parameters, SHAPE, rows[s * SHAPE.pairs : (s + 1) * SHAPE.pairs]) for s in range(total_steps)
+        ]
         tokens = _step_tokens(rows, SHAPE.pairs, total_steps)
         results: dict[str, list[dict]] = {r: [] for r in args.runners}
         for round_ in range(args.repeats):
             for runner in args.runners:
                 out = tmp / f"{runner}-{round_}.json"
-                command = [sys.executable, __file__, "--_child", runner, str(tmp / "model"), str(tmp / "data"),
-                           str(tmp), str(out), str(total_steps)]  # fmt: skip
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--_child",
+                    runner,
+                    str(tmp / "model"),
+                    str(tmp / "data"),
+                    str(tmp),
+                    str(out),
+                    str(total_steps),
+                ]
                 proc = subprocess.run(command, env=env, capture_output=True, text=True)
                 if proc.returncode != 0:
                     print(f"{runner} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -244,9 +302,11 @@ def main() -> None:
                 results[runner].append(json.loads(out.read_text()))
                 print(f"  round {round_ + 1}: {runner} done", file=sys.stderr, flush=True)
 
-    print(f"\n{device}; Qwen2.5-0.5B-shaped, {parameters / 1e6:.0f}M parameters, bf16; {SHAPE.pairs} pairs a step, "
-          f"max_length {SHAPE.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of {args.steps} "
-          f"steps after {args.warmup} warm-up, {args.repeats} round(s); peak {peak or '?'} TFLOP/s bf16")  # fmt: skip
+    print(
+        f"\n{device}; Qwen2.5-0.5B-shaped, {parameters / 1e6:.0f}M parameters, bf16; {SHAPE.pairs} pairs a step, "
+        f"max_length {SHAPE.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of {args.steps} "
+        f"steps after {args.warmup} warm-up, {args.repeats} round(s); peak {peak or '?'} TFLOP/s bf16"
+    )
     print(f"  {'runner':<22}{'step s':>9}{'tokens/s':>10}{'peak GiB':>10}{'MFU':>7}{'vs TRL':>8}")
     summary = {}
     for runner, runs in results.items():
@@ -267,7 +327,9 @@ def main() -> None:
         print(f"  {runner:<22}{r['step_s']:9.3f}{r['tokens_per_s']:10.0f}{r['peak_gpu_gib']:10.2f}{mfu:>7}{vs:>8}")
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "parameters": parameters, **info, "runners": summary}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"device": device, "parameters": parameters, **info, "runners": summary}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ One random Llama (8 layers, hidden 512, vocab 32k, untied embeddings: about 58M 
 then each mode trains it with AdamW in its own process (so peak RSS is that mode's alone), the modes
 interleaved A B C A B C … when --repeats > 1, with glibc's mmap threshold fixed (see below;
 ``--default-malloc`` leaves it dynamic). Printed: the median step time (after two warm-up steps),
-peak RSS of training (read before the checkpoint is written), the memory each mode saves against ``frozen`` as a multiple of the reference model's size,
+peak RSS of training (read before the checkpoint is written), the memory each mode saves against ``frozen`` as a
+multiple of the reference model's size,
 and the checkpoint size against policy + optimizer state. Figures are measurements of this run, never
 assertions: these machines are noisy.
 """
@@ -42,27 +43,41 @@ def build_data(path: Path, pairs: int, turns: int = 6) -> None:
             for i in range(start, start + n):
                 history = "".join(r["prompt"] + r["chosen"] for r in rows[i + 1 : i + 1 + turns])
                 row = rows[i]
-                f.write(json.dumps({"prompt": history + row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"prompt": history + row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
+                    )
+                    + "\n"
+                )
 
 
 def build_model(path: Path) -> int:
+    from bench_common import save_random_model, special_tokens
     from transformers import LlamaConfig
 
-    from bench_common import save_random_model, special_tokens
-
-    return save_random_model(path, lambda tokenizer: LlamaConfig(
-        vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
-        num_key_value_heads=8, max_position_embeddings=1024, tie_word_embeddings=False, **special_tokens(tokenizer),
-    ))  # fmt: skip
+    return save_random_model(
+        path,
+        lambda tokenizer: LlamaConfig(
+            vocab_size=32000,
+            hidden_size=512,
+            intermediate_size=1376,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            max_position_embeddings=1024,
+            tie_word_embeddings=False,
+            **special_tokens(tokenizer),
+        ),
+    )
 
 
 def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pairs: int, max_length: int) -> None:
     """Child process: train ``steps`` steps in one mode, write the measurements as JSON."""
     import pytorch_lightning as pl
     import torch
+    from bench_common import step_timer
 
     from lightning_dpo import DPOModule, PreferenceDataModule
-    from bench_common import step_timer
 
     torch.manual_seed(0)
     times: list[float] = []
@@ -70,20 +85,32 @@ def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pai
 
     lora = {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"} if mode == "adapter" else None
     module = DPOModule(
-        model_name_or_path=model_dir, lora=lora,
+        model_name_or_path=model_dir,
+        lora=lora,
         reference={"mode": mode, "cache_dir": os.path.join(out + ".cache"), "precompute_batch_size": pairs},
         # fused: torch's fastest CPU AdamW. The optimizer step is the same in every mode, so a slow one only
         # dilutes the differences being measured (the for-loop AdamW took 0.23 s of a 1.5 s frozen step here).
-        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-5, fused=True), lr_scheduler=None,
-    )  # fmt: skip
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-5, fused=True),
+        lr_scheduler=None,
+    )
     data = PreferenceDataModule(
-        dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=pairs, max_length=max_length,
+        dataset=data_dir,
+        tokenizer_name_or_path=model_dir,
+        batch_size=pairs,
+        max_length=max_length,
         max_prompt_length=max_length // 2,
-    )  # fmt: skip
+    )
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, limit_train_batches=steps, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[step_timer(times, tokens)],
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=steps,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[step_timer(times, tokens)],
+    )
     started = time.perf_counter()
     trainer.fit(module, data)
     fit_seconds = time.perf_counter() - started
@@ -120,8 +147,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the modes")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's mmap threshold dynamic: step times as users see them, noisier peak RSS")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's mmap threshold dynamic: step times as users see them, noisier peak RSS",
+    )
     parser.add_argument("--_child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--_model", help=argparse.SUPPRESS)
     parser.add_argument("--_data", help=argparse.SUPPRESS)
@@ -143,26 +173,46 @@ def main() -> None:
         for round_ in range(args.repeats):
             for mode in args.modes:
                 out = str(Path(tmp) / f"{mode}-{round_}.json")
-                command = [sys.executable, __file__, "--_child", mode, out, "--_model", str(model_dir),
-                           "--_data", str(Path(tmp) / "data"),
-                           "--steps", str(args.steps), "--pairs", str(args.pairs), "--max-length", str(args.max_length)]  # fmt: skip
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--_child",
+                    mode,
+                    out,
+                    "--_model",
+                    str(model_dir),
+                    "--_data",
+                    str(Path(tmp) / "data"),
+                    "--steps",
+                    str(args.steps),
+                    "--pairs",
+                    str(args.pairs),
+                    "--max-length",
+                    str(args.max_length),
+                ]
                 subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
                 results[mode].append(json.loads(Path(out).read_text()))
 
     tokens = statistics.mean(r["tokens_per_step"] for rs in results.values() for r in rs)
-    print(f"model: {n_params / 1e6:.1f}M parameters, {model_bytes / 2**20:.0f} MiB in fp32; {args.pairs} pairs, "
-          f"{tokens:.0f} tokens per step (max_length {args.max_length}); {args.steps} steps; median over "
-          f"{args.repeats} round(s)")  # fmt: skip
+    print(
+        f"model: {n_params / 1e6:.1f}M parameters, {model_bytes / 2**20:.0f} MiB in fp32; {args.pairs} pairs, "
+        f"{tokens:.0f} tokens per step (max_length {args.max_length}); {args.steps} steps; median over "
+        f"{args.repeats} round(s)"
+    )
     med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "mode"} for m, rs in results.items()}
     base = med.get("frozen")
-    print(f"{'mode':<12} {'step s':>8} {'vs frozen':>9} {'peak RSS MiB':>13} {'saved vs frozen':>16} "
-          f"{'checkpoint MiB':>15} {'ckpt / (policy+opt)':>20}")  # fmt: skip
+    print(
+        f"{'mode':<12} {'step s':>8} {'vs frozen':>9} {'peak RSS MiB':>13} {'saved vs frozen':>16} "
+        f"{'checkpoint MiB':>15} {'ckpt / (policy+opt)':>20}"
+    )
     for mode, m in med.items():
         saved = (base["peak_rss_bytes"] - m["peak_rss_bytes"]) / model_bytes if base else float("nan")
         ratio = m["step_seconds"] / base["step_seconds"] if base else float("nan")
-        print(f"{mode:<12} {m['step_seconds']:8.2f} {ratio:9.2f} {m['peak_rss_bytes'] / 2**20:13.0f} "
-              f"{saved:13.2f} x M {m['checkpoint_bytes'] / 2**20:15.1f} "
-              f"{m['checkpoint_bytes'] / m['policy_plus_optimizer_bytes']:20.3f}")  # fmt: skip
+        print(
+            f"{mode:<12} {m['step_seconds']:8.2f} {ratio:9.2f} {m['peak_rss_bytes'] / 2**20:13.0f} "
+            f"{saved:13.2f} x M {m['checkpoint_bytes'] / 2**20:15.1f} "
+            f"{m['checkpoint_bytes'] / m['policy_plus_optimizer_bytes']:20.3f}"
+        )
     print("saved vs frozen: (peak RSS of frozen − peak RSS of the mode) / the model's fp32 size M")
 
 

@@ -62,8 +62,13 @@ def timed_run(data_dir: Path, cache_dir: Path, num_proc: int | None, chat: bool)
     datamodule.build_split = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
     try:
         data = PreferenceDataModule(
-            dataset=str(data_dir), tokenizer_name_or_path="embedded:tiny-polite-sft", cache_dir=str(cache_dir),
-            max_length=256, max_prompt_length=192, num_proc=num_proc, chat_template=TEMPLATE if chat else None,
+            dataset=str(data_dir),
+            tokenizer_name_or_path="embedded:tiny-polite-sft",
+            cache_dir=str(cache_dir),
+            max_length=256,
+            max_prompt_length=192,
+            num_proc=num_proc,
+            chat_template=TEMPLATE if chat else None,
         )
         start = time.perf_counter()
         data.prepare_data()

@@ -41,6 +41,7 @@ loss and rewards on the first batch (fp32). Numbers are measurements of that run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -51,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,24 +104,35 @@ def build_data(path: Path, shape: Shape, num_pairs: int, seed: int = 0) -> None:
 
 
 def build_model(path: Path, shape: Shape) -> int:
+    from bench_common import save_random_model, special_tokens
     from transformers import LlamaConfig
 
-    from bench_common import save_random_model, special_tokens
-
-    return save_random_model(path, lambda tokenizer: LlamaConfig(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
-        max_position_embeddings=shape.max_length, tie_word_embeddings=shape.tied, **special_tokens(tokenizer),
-    ))  # fmt: skip
+    return save_random_model(
+        path,
+        lambda tokenizer: LlamaConfig(
+            vocab_size=shape.vocab,
+            hidden_size=shape.hidden,
+            intermediate_size=shape.intermediate,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            num_key_value_heads=shape.heads,
+            max_position_embeddings=shape.max_length,
+            tie_word_embeddings=shape.tied,
+            **special_tokens(tokenizer),
+        ),
+    )
 
 
 def datamodule(model_dir: str, data_dir: str, shape: Shape):
     from lightning_dpo import PreferenceDataModule
 
     return PreferenceDataModule(
-        dataset=data_dir, tokenizer_name_or_path=model_dir, batch_size=shape.pairs, max_length=shape.max_length,
+        dataset=data_dir,
+        tokenizer_name_or_path=model_dir,
+        batch_size=shape.pairs,
+        max_length=shape.max_length,
         max_prompt_length=None,
-    )  # fmt: skip
+    )
 
 
 def training_order(model_dir: str, data_dir: str, shape: Shape, out: Path) -> dict:
@@ -149,25 +160,33 @@ def training_order(model_dir: str, data_dir: str, shape: Shape, out: Path) -> di
 def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padded: bool) -> dict:
     import pytorch_lightning as pl
     import torch
+    from bench_common import step_timer
 
     from lightning_dpo import DPOModule
-    from bench_common import step_timer
 
     times: list[float] = []
     tokens: list[int] = []
 
     torch.manual_seed(0)
     module = DPOModule(
-        model_name_or_path=model_dir, loss={"beta": 0.1},
+        model_name_or_path=model_dir,
+        loss={"beta": 0.1},
         logps={"padding_free": False, "share_prompt": False} if padded else {},
-        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0), lr_scheduler=None,
-    )  # fmt: skip
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-6, weight_decay=0.0),
+        lr_scheduler=None,
+    )
     data = datamodule(model_dir, data_dir, shape)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[step_timer(times, tokens)],
+        accelerator="cpu",
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[step_timer(times, tokens)],
         num_sanity_val_steps=0,
-    )  # fmt: skip
+    )
     trainer.fit(module, data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the parity check's full logits
     return {"times": times, "tokens": tokens, "peak_rss_bytes": peak, **_parity(module, data)}
@@ -226,24 +245,49 @@ def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
             return SequentialSampler(self.train_dataset)
 
     args = DPOConfig(
-        output_dir=str(out_dir / "trl"), per_device_train_batch_size=shape.pairs, max_steps=steps,
-        learning_rate=1e-6, lr_scheduler_type="constant", weight_decay=0.0, optim="adamw_torch", max_grad_norm=0.0,
-        beta=0.1, max_length=shape.max_length, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
-        dataloader_num_workers=0, precompute_ref_log_probs=False, eval_strategy="no", logging_steps=10**6,
-        save_strategy="no", report_to="none", disable_tqdm=True, seed=0, dataset_num_proc=None,
-    )  # fmt: skip
+        output_dir=str(out_dir / "trl"),
+        per_device_train_batch_size=shape.pairs,
+        max_steps=steps,
+        learning_rate=1e-6,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        optim="adamw_torch",
+        max_grad_norm=0.0,
+        beta=0.1,
+        max_length=shape.max_length,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        precompute_ref_log_probs=False,
+        eval_strategy="no",
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        dataset_num_proc=None,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     trainer = SequentialDPOTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(model_dir),
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
         callbacks=[StepTimer()],
-    )  # fmt: skip
+    )
     first = trainer.train_dataset[0]
     trl_tokens = len(first["prompt_ids"]) * 2 + len(first["chosen_ids"]) + len(first["rejected_ids"])
     ours = len(rows[0]["prompt_input_ids"]) * 2 + len(rows[0]["chosen_input_ids"]) + len(rows[0]["rejected_input_ids"])
     trainer.train()
-    return {"times": times, "tokens": _step_tokens(rows, shape.pairs, len(times)), "trl_tokens_first_pair": trl_tokens,
-            "our_tokens_first_pair": ours}  # fmt: skip
+    return {
+        "times": times,
+        "tokens": _step_tokens(rows, shape.pairs, len(times)),
+        "trl_tokens_first_pair": trl_tokens,
+        "our_tokens_first_pair": ours,
+    }
 
 
 def run_plain(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
@@ -288,7 +332,12 @@ def _step_tokens(rows: list[dict], pairs: int, steps: int) -> list[int]:
     out = []
     for step in range(steps):
         batch = rows[step * pairs : (step + 1) * pairs]
-        out.append(sum(2 * len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) + len(r["rejected_input_ids"]) for r in batch))
+        out.append(
+            sum(
+                2 * len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) + len(r["rejected_input_ids"])
+                for r in batch
+            )
+        )
     return out
 
 
@@ -313,7 +362,11 @@ def summarise(results: list[dict], warmup: int) -> dict:
     rates = [n / t for r in results for n, t in zip(r["tokens"][warmup:], r["times"][warmup:])]
     step, tokens = statistics.median(times), statistics.median(rates)
     peak = statistics.median(r["peak_rss_bytes"] for r in results)
-    extra = {k: max(r[k] for r in results) for k in ("parity_loss", "parity_rewards", "parity_reward_scale") if k in results[0]}
+    extra = {
+        k: max(r[k] for r in results)
+        for k in ("parity_loss", "parity_rewards", "parity_reward_scale")
+        if k in results[0]
+    }
     return {"step_s": step, "tokens_per_s": tokens, "peak_rss_mib": peak / 2**20, **extra}
 
 
@@ -324,8 +377,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="measured steps per process")
     parser.add_argument("--warmup", type=int, default=2, help="steps before measuring")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds over the runners")
-    parser.add_argument("--fixed-mmap-threshold", action="store_true",
-                        help="fix glibc's mmap threshold (peak RSS closer to live memory; slower steps)")
+    parser.add_argument(
+        "--fixed-mmap-threshold",
+        action="store_true",
+        help="fix glibc's mmap threshold (peak RSS closer to live memory; slower steps)",
+    )
     parser.add_argument("--json", help="also write the summary here")
     parser.add_argument("--_child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -336,14 +392,23 @@ def main() -> None:
 
     total_steps = args.warmup + args.steps
     summary = {}
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+        f"python {platform.python_version()}"
+    )
     for shape_name in args.shapes:
         shape = SHAPES[shape_name]
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             malloc = {"MALLOC_MMAP_THRESHOLD_": "131072"} if args.fixed_mmap_threshold else {}
-            env = {**os.environ, **malloc, "LIGHTNING_DPO_CACHE": str(tmp / "cache"),
-                   "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+            env = {
+                **os.environ,
+                **malloc,
+                "LIGHTNING_DPO_CACHE": str(tmp / "cache"),
+                "HF_HUB_OFFLINE": "1",
+                "HF_DATASETS_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
             os.environ.update(env)
             n_params = build_model(tmp / "model", shape)
             build_data(tmp / "data", shape, shape.pairs * total_steps)
@@ -352,8 +417,18 @@ def main() -> None:
             for round_ in range(args.repeats):
                 for runner in args.runners:
                     out = tmp / f"{runner}-{round_}.json"
-                    command = [sys.executable, __file__, "--_child", runner, shape_name, str(tmp / "model"),
-                               str(tmp / "data"), str(tmp), str(out), str(total_steps)]  # fmt: skip
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--_child",
+                        runner,
+                        shape_name,
+                        str(tmp / "model"),
+                        str(tmp / "data"),
+                        str(tmp),
+                        str(out),
+                        str(total_steps),
+                    ]
                     proc = subprocess.run(command, env=env, capture_output=True, text=True)
                     if proc.returncode != 0:
                         sys.exit(f"{runner} failed on {shape_name}:\n{proc.stderr[-4000:]}")
@@ -362,26 +437,37 @@ def main() -> None:
         rows = {runner: summarise(rs, args.warmup) for runner, rs in results.items()}
         summary[shape_name] = {"shape": asdict(shape), "parameters": n_params, **info, "runners": rows}
         first = results.get("trl", [{}])[0]
-        print(f"\n{shape_name}: {shape.layers} layers, hidden {shape.hidden}, vocab {shape.vocab}, "
-              f"{'tied' if shape.tied else 'untied'}, {n_params / 1e6:.1f}M parameters; {shape.pairs} pairs a step, "
-              f"max_length {shape.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of "
-              f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} round(s); glibc mmap threshold "
-              f"{'fixed at 128 KiB' if args.fixed_mmap_threshold else 'default'}")  # fmt: skip
+        print(
+            f"\n{shape_name}: {shape.layers} layers, hidden {shape.hidden}, vocab {shape.vocab}, "
+            f"{'tied' if shape.tied else 'untied'}, {n_params / 1e6:.1f}M parameters; {shape.pairs} pairs a step, "
+            f"max_length {shape.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of "
+            f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} round(s); glibc mmap threshold "
+            f"{'fixed at 128 KiB' if args.fixed_mmap_threshold else 'default'}"
+        )
         if "trl_tokens_first_pair" in first:
-            print(f"  tokens of the first pair: TRL {first['trl_tokens_first_pair']}, lightning_dpo {first['our_tokens_first_pair']}")
+            print(
+                f"  tokens of the first pair: TRL {first['trl_tokens_first_pair']}, "
+                f"lightning_dpo {first['our_tokens_first_pair']}"
+            )
         trl, plain = rows.get("trl"), rows.get("plain")
-        print(f"  {'runner':<22}{'step s':>9}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}{'vs plain':>10}"
-              f"{'mem vs TRL':>12}")  # fmt: skip
+        print(
+            f"  {'runner':<22}{'step s':>9}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}{'vs plain':>10}"
+            f"{'mem vs TRL':>12}"
+        )
         for runner, r in rows.items():
             vs_trl = f"{r['step_s'] / trl['step_s']:.2f}" if trl else "-"
             vs_plain = f"{r['step_s'] / plain['step_s']:.2f}" if plain else "-"
             mem = f"{r['peak_rss_mib'] / trl['peak_rss_mib']:.2f}" if trl else "-"
-            print(f"  {runner:<22}{r['step_s']:9.3f}{r['tokens_per_s']:10.0f}{r['peak_rss_mib']:14.0f}{vs_trl:>8}"
-                  f"{vs_plain:>10}{mem:>12}")  # fmt: skip
+            print(
+                f"  {runner:<22}{r['step_s']:9.3f}{r['tokens_per_s']:10.0f}{r['peak_rss_mib']:14.0f}{vs_trl:>8}"
+                f"{vs_plain:>10}{mem:>12}"
+            )
         for runner, r in rows.items():
             if "parity_loss" in r:
-                print(f"  {runner}: fast vs reference path on batch 1: |Δloss| {r['parity_loss']:.1e}, "
-                      f"max |Δreward| {r['parity_rewards']:.1e} (rewards up to {r['parity_reward_scale']:.2f})")  # fmt: skip
+                print(
+                    f"  {runner}: fast vs reference path on batch 1: |Δloss| {r['parity_loss']:.1e}, "
+                    f"max |Δreward| {r['parity_rewards']:.1e} (rewards up to {r['parity_reward_scale']:.2f})"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 

@@ -1,6 +1,6 @@
 """The ``lightning-dpo`` command: it dispatches to the subcommands of :mod:`lightning_dpo.commands`.
 
-    lightning-dpo COMMAND [ARGS...]       (no COMMAND: ``fit`` on the embedded default)
+lightning-dpo COMMAND [ARGS...]       (no COMMAND: ``fit`` on the embedded default)
 """
 
 from __future__ import annotations

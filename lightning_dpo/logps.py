@@ -175,9 +175,15 @@ def completion_logps(
         )
     head = fast.parts.head
     out = fused_head_logps(
-        fast.hidden, head.weight, head.bias, fast.layout.labels, chunk_size=options.chunk_size,
-        logit_scale=fast.parts.logit_scale, softcap=fast.parts.softcap, with_wpo=with_wpo,
-    )  # fmt: skip
+        fast.hidden,
+        head.weight,
+        head.bias,
+        fast.layout.labels,
+        chunk_size=options.chunk_size,
+        logit_scale=fast.parts.logit_scale,
+        softcap=fast.parts.softcap,
+        with_wpo=with_wpo,
+    )
     sums = sums_over_sequences(out, fast.layout, ld_alpha=ld_alpha)
     if fast.packed is None:
         return sums

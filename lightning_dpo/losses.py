@@ -17,8 +17,9 @@ never branches on a loss name. A user's loss plugs in with ``@register_loss("nam
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -220,9 +221,7 @@ def f_divergence_scores(logratios: Tensor, f_divergence_type: FDivergence, alpha
         exponent = ((alpha - 1.0) * logratios).to(torch.promote_types(logratios.dtype, torch.float32))
         scores = (torch.exp(exponent.clamp(max=80.0)) - 1.0) / (alpha - 1.0)
         return scores.to(logratios.dtype)
-    raise ValueError(
-        f"f_divergence_type must be reverse_kl, forward_kl, js_divergence or alpha_divergence; got {f_divergence_type!r}"
-    )
+    raise ValueError(f"f_divergence_type must be one of {get_args(FDivergence)}; got {f_divergence_type!r}")
 
 
 # -- losses -----------------------------------------------------------------------------------------------
@@ -330,7 +329,9 @@ def apo_zero_loss(x: LossInputs) -> Tensor:
     """APO-zero (D'Oosterlinck et al. 2024, "Anchored Preference Optimization", arXiv 2408.06266, Eq. 7):
     (1 − σ(r_w)) + σ(r_l): raise the chosen likelihood, lower the rejected; for chosen outputs better than
     the model's own."""
-    return (1 - torch.sigmoid(x.settings.beta * x.chosen_logratios)) + torch.sigmoid(x.settings.beta * x.rejected_logratios)
+    return (1 - torch.sigmoid(x.settings.beta * x.chosen_logratios)) + torch.sigmoid(
+        x.settings.beta * x.rejected_logratios
+    )
 
 
 @register_loss("apo_down")
@@ -372,7 +373,9 @@ def simpo_loss(x: LossInputs) -> Tensor:
     −log σ(β/|y_w|·log πθ(y_w|x) − β/|y_l|·log πθ(y_l|x) − γ), γ = ``simpo_gamma`` (absolute, not γ/β);
     with ``label_smoothing`` the conservative form, as in TRL's CPOTrainer."""
     chosen, rejected = _per_token(x, x.policy_chosen_logps, x.policy_rejected_logps)
-    return _conservative_logistic(x.settings.beta * (chosen - rejected) - x.settings.simpo_gamma, x.settings.label_smoothing)
+    return _conservative_logistic(
+        x.settings.beta * (chosen - rejected) - x.settings.simpo_gamma, x.settings.label_smoothing
+    )
 
 
 @register_loss("orpo", uses_reference=False, needs_lengths=True, needs_nll=True)
@@ -398,7 +401,9 @@ def _check_settings(settings: LossSettings) -> None:
     if settings.weights is not None and len(settings.weights) != len(names):
         raise ValueError(f"loss weights has {len(settings.weights)} entries for {len(names)} loss types {names}")
     if settings.f_divergence_type not in get_args(FDivergence):
-        raise ValueError(f"f_divergence_type must be one of {get_args(FDivergence)}, got {settings.f_divergence_type!r}")
+        raise ValueError(
+            f"f_divergence_type must be one of {get_args(FDivergence)}, got {settings.f_divergence_type!r}"
+        )
     if not 0.0 <= settings.label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must lie in [0, 0.5), got {settings.label_smoothing}")
     if settings.ld_alpha is not None and not 0.0 <= settings.ld_alpha <= 1.0:

@@ -93,8 +93,7 @@ def require_peft() -> Any:
         import peft
     except ImportError as e:
         raise ImportError(
-            "LoRA (model.lora) and reference_mode 'adapter' need the peft package: "
-            "pip install 'lightning-dpo[peft]'"
+            "LoRA (model.lora) and reference_mode 'adapter' need the peft package: pip install 'lightning-dpo[peft]'"
         ) from e
     return peft
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -34,8 +35,20 @@ OptimizerCallable, LRSchedulerCallable = _cli.OptimizerCallable, _cli.LRSchedule
 Stage = Literal["train", "val", "test"]
 
 RENAMED_ARGUMENTS = {
-    **{name: f"loss.{name}" for name in ("beta", "label_smoothing", "discopop_tau", "simpo_gamma", "ld_alpha",
-                                          "use_weighting", "f_divergence_type", "f_alpha_divergence_coef", "rpo_alpha")},
+    **{
+        name: f"loss.{name}"
+        for name in (
+            "beta",
+            "label_smoothing",
+            "discopop_tau",
+            "simpo_gamma",
+            "ld_alpha",
+            "use_weighting",
+            "f_divergence_type",
+            "f_alpha_divergence_coef",
+            "rpo_alpha",
+        )
+    },
     "loss_type": "loss.type",
     "loss_weights": "loss.weights",
     "reference_mode": "reference.mode",
@@ -49,7 +62,7 @@ RENAMED_ARGUMENTS = {
     "logps_chunk_size": "logps.chunk_size",
     "padding_free": "logps.padding_free",
     "share_prompt": "logps.share_prompt",
-}  # fmt: skip
+}
 """Arguments of lightning_dpo 0.1 that moved into a settings group: old name -> new place."""
 
 
@@ -221,8 +234,14 @@ class DPOModule(pl.LightningModule):
         metrics.update(stats)
         batch_size = stats["loss"].values.shape[0]
         for name, metric in metrics.items():
-            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size,
-                     prog_bar=name in ("loss", "rewards/accuracies"))
+            self.log(
+                f"{stage}/{name}",
+                metric,
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                prog_bar=name in ("loss", "rewards/accuracies"),
+            )
         return {"loss": loss, "margins": stats["rewards/margins"].values}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
@@ -251,7 +270,9 @@ class DPOModule(pl.LightningModule):
         # the start of fit. Silence exactly that message, and only when we hold a reference model.
         if self.reference.name != "none":
             warnings.filterwarnings(
-                "ignore", message=re.escape("Found ") + r"\d+ module\(s\) in eval mode", category=submodule("utilities.warnings").PossibleUserWarning
+                "ignore",
+                message=re.escape("Found ") + r"\d+ module\(s\) in eval mode",
+                category=submodule("utilities.warnings").PossibleUserWarning,
             )
 
     def on_fit_start(self) -> None:

@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -128,8 +129,11 @@ def check_deepspeed_strategy(strategy: Any) -> None:
 def zero3_enabled(strategy: Any) -> bool:
     """Whether the strategy is DeepSpeed with ZeRO stage 3 (parameters partitioned across ranks)."""
     config = getattr(strategy, "config", None)
-    return bool(config) and type(strategy).__name__ == "DeepSpeedStrategy" and \
-        config.get("zero_optimization", {}).get("stage") == 3  # fmt: skip
+    return (
+        bool(config)
+        and type(strategy).__name__ == "DeepSpeedStrategy"
+        and config.get("zero_optimization", {}).get("stage") == 3
+    )
 
 
 @contextlib.contextmanager

@@ -173,9 +173,7 @@ def complete(model, tok, prompts: list[str], *, sample: bool, seed: int, max_new
     enc = tok(prompts, return_tensors="pt", padding=True)
     tok.padding_side = "right"
     torch.manual_seed(seed)
-    kwargs = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {
-        "do_sample": False
-    }
+    kwargs = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {"do_sample": False}
     out = model.generate(**enc, max_new_tokens=max_new_tokens, **kwargs)
     return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
@@ -219,12 +217,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help="output model folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1500, help="optimizer steps")
-    parser.add_argument("--max-train-records", type=int, default=None,
-                        help="use only the first K train records for SFT (for quick tests)")
+    parser.add_argument(
+        "--max-train-records",
+        type=int,
+        default=None,
+        help="use only the first K train records for SFT (for quick tests)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    parser.add_argument("--num-eval", type=int, default=100,
-                        help="val prompts sampled to measure the polite fraction")
+    parser.add_argument("--num-eval", type=int, default=100, help="val prompts sampled to measure the polite fraction")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -274,8 +275,15 @@ def main(argv: list[str] | None = None) -> None:
     sft_records = train_records[: args.max_train_records]
     examples = tokenize_examples(tok, sft_records)
     t0 = time.perf_counter()
-    loss = train(model, examples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                 seed=args.seed, pad_id=tok.pad_token_id)
+    loss = train(
+        model,
+        examples,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        pad_id=tok.pad_token_id,
+    )
     print(f"SFT: {args.steps} steps in {time.perf_counter() - t0:.1f}s, final loss {loss:.4f}")
 
     model.generation_config = GenerationConfig(
@@ -299,17 +307,29 @@ def main(argv: list[str] | None = None) -> None:
     polite = sum(is_polite(t) for t in sampled) / n_eval
     print(f"polite fraction of {n_eval} sampled val completions: {polite:.2f}")
 
-    command = (f"python scripts/build_tiny_model.py --data {args.data} --out {args.out} "
-               f"--seed {args.seed} --steps {args.steps}")
+    command = (
+        f"python scripts/build_tiny_model.py --data {args.data} --out {args.out} "
+        f"--seed {args.seed} --steps {args.steps}"
+    )
     if args.max_train_records is not None:
         command += f" --max-train-records {args.max_train_records}"
     if args.batch_size != 32 or args.lr != 2e-3 or args.num_eval != 100:
         command += f" --batch-size {args.batch_size} --lr {args.lr} --num-eval {args.num_eval}"
     card = MODEL_CARD.format(
-        n_params=n_params, data=args.data, vocab=len(tok), steps=args.steps, lr=args.lr,
-        batch_size=args.batch_size, n_examples=len(examples), loss=loss, n_eval=n_eval,
-        polite=polite, sha=sha, torch_version=torch.__version__,
-        tf_version=__import__("transformers").__version__, command=command,
+        n_params=n_params,
+        data=args.data,
+        vocab=len(tok),
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        n_examples=len(examples),
+        loss=loss,
+        n_eval=n_eval,
+        polite=polite,
+        sha=sha,
+        torch_version=torch.__version__,
+        tf_version=__import__("transformers").__version__,
+        command=command,
     )
     (out / "README.md").write_text(card, encoding="utf-8", newline="\n")
     print(f"model.safetensors sha256: {sha}")

@@ -42,10 +42,18 @@ def qwen25_05b_config(vocab_size: int = 151936):
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        vocab_size=vocab_size, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=True, attention_dropout=0.0,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
+    )
 
 
 def parameter_count(config) -> int:
@@ -69,7 +77,10 @@ def build(root: Path, pairs: int, max_length: int) -> tuple[Path, Path]:
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     config = qwen25_05b_config()
     config.bos_token_id, config.eos_token_id, config.pad_token_id = (
-        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)  # fmt: skip
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model_dir, data_dir = root / "model", root / "data"
@@ -86,8 +97,12 @@ def build(root: Path, pairs: int, max_length: int) -> tuple[Path, Path]:
             for i in range(start, start + n):
                 history = "".join(r["prompt"] + r["chosen"] for r in rows[i + 1 : i + 1 + turns])
                 row = rows[i]
-                f.write(json.dumps({"prompt": history + row["prompt"], "chosen": row["chosen"],
-                                    "rejected": row["rejected"]}) + "\n")  # fmt: skip
+                f.write(
+                    json.dumps(
+                        {"prompt": history + row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
+                    )
+                    + "\n"
+                )
     return model_dir, data_dir
 
 
@@ -101,8 +116,11 @@ def run_one(name: str, model_dir: str, data_dir: str, steps: int, pairs: int, ma
     from lightning_dpo.sharding import DPOAutoWrapPolicy
 
     spec = RUNS[name]
-    strategy = {"auto": "auto", "fsdp2": ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1),
-                "fsdp1": FSDPStrategy(auto_wrap_policy=DPOAutoWrapPolicy())}[spec["strategy"]]  # fmt: skip
+    strategy = {
+        "auto": "auto",
+        "fsdp2": ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1),
+        "fsdp1": FSDPStrategy(auto_wrap_policy=DPOAutoWrapPolicy()),
+    }[spec["strategy"]]
 
     class Clock(pl.Callback):
         def __init__(self) -> None:
@@ -124,17 +142,28 @@ def run_one(name: str, model_dir: str, data_dir: str, steps: int, pairs: int, ma
 
     clock = Clock()
     module = DPOModule(
-        model_name_or_path=model_dir, loss={"beta": 0.1}, gradient_checkpointing=spec["gradient_checkpointing"],
-        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-5), lr_scheduler=None,
-    )  # fmt: skip
+        model_name_or_path=model_dir,
+        loss={"beta": 0.1},
+        gradient_checkpointing=spec["gradient_checkpointing"],
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-5),
+        lr_scheduler=None,
+    )
     data = PreferenceDataModule(
         dataset=data_dir, batch_size=pairs, max_length=max_length, max_prompt_length=max_length - 64
     )
     trainer = pl.Trainer(
-        accelerator="gpu", devices=1, strategy=strategy, precision=spec["precision"], max_steps=steps,
-        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[clock],
-    )  # fmt: skip
+        accelerator="gpu",
+        devices=1,
+        strategy=strategy,
+        precision=spec["precision"],
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
     trainer.fit(module, data)
     return {
         "run": name,
@@ -174,11 +203,26 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, data_dir = build(Path(tmp), args.pairs, args.max_length)
-        print(f"model: Qwen2.5-0.5B-shaped, {parameter_count(qwen25_05b_config()) / 1e6:.1f}M parameters; "
-              f"{args.steps} steps of {args.pairs} pairs, max_length {args.max_length}; {torch.cuda.get_device_name()}")
+        print(
+            f"model: Qwen2.5-0.5B-shaped, {parameter_count(qwen25_05b_config()) / 1e6:.1f}M parameters; "
+            f"{args.steps} steps of {args.pairs} pairs, max_length {args.max_length}; {torch.cuda.get_device_name()}"
+        )
         for name in args.runs:
-            command = [sys.executable, __file__, "--run", name, "--dirs", str(model_dir), str(data_dir),
-                       "--steps", str(args.steps), "--pairs", str(args.pairs), "--max-length", str(args.max_length)]
+            command = [
+                sys.executable,
+                __file__,
+                "--run",
+                name,
+                "--dirs",
+                str(model_dir),
+                str(data_dir),
+                "--steps",
+                str(args.steps),
+                "--pairs",
+                str(args.pairs),
+                "--max-length",
+                str(args.max_length),
+            ]
             out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
             if out.returncode != 0 or not lines:
@@ -193,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['run']} | failed | | | | |")
             continue
         ok = math.isfinite(r["last_loss"]) and r["last_loss"] < math.log(2)
-        print(f"| {r['run']} | {r['median_step_s']:.3f} s | {r['peak_allocated_gib']:.2f} GiB | "
-              f"{r['peak_reserved_gib']:.2f} GiB | {r['first_loss']:.4f} -> {r['last_loss']:.4f}"
-              f"{'' if ok else ' (!)'} | "
-              f"{r['weights']} |")  # fmt: skip
+        print(
+            f"| {r['run']} | {r['median_step_s']:.3f} s | {r['peak_allocated_gib']:.2f} GiB | "
+            f"{r['peak_reserved_gib']:.2f} GiB | {r['first_loss']:.4f} -> {r['last_loss']:.4f}"
+            f"{'' if ok else ' (!)'} | "
+            f"{r['weights']} |"
+        )
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.output:
         args.output.write_text(json.dumps(results, indent=1))

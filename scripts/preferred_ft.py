@@ -79,7 +79,10 @@ def main() -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         logger=CSVLogger(args.save_dir, name=args.name),
-        callbacks=[LearningRateMonitor(logging_interval="step"), HFExportCallback(every_n_train_steps=args.steps_per_export)],
+        callbacks=[
+            LearningRateMonitor(logging_interval="step"),
+            HFExportCallback(every_n_train_steps=args.steps_per_export),
+        ],
     )
     trainer.fit(PreferredFT(args.model), data)
 

@@ -77,9 +77,15 @@ def _private_caches(tmp_path_factory):
 REPO = Path(__file__).resolve().parents[1]
 
 QUIET_TRAINER = dict(
-    accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-    enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
-)  # fmt: skip
+    accelerator="cpu",
+    devices=1,
+    logger=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    enable_checkpointing=False,
+    num_sanity_val_steps=0,
+    limit_val_batches=0,
+)
 """A CPU Trainer that writes nothing and validates nothing unless a test asks for it."""
 
 

@@ -14,7 +14,11 @@ def test_no_arguments_at_all_runs_fit_on_the_default(monkeypatch):
     monkeypatch.setattr(fit, "DPOCLI", lambda args=None: seen.setdefault("args", args))
     monkeypatch.setattr("sys.argv", ["lightning-dpo"])
     assert main([]) == 0
-    assert seen["args"] is None and sys.argv[1:] == ["fit", "--config", str(fit.DEFAULT_CONFIG)]  # so DDP's launcher repeats it
+    assert seen["args"] is None and sys.argv[1:] == [
+        "fit",
+        "--config",
+        str(fit.DEFAULT_CONFIG),
+    ]  # so DDP's launcher repeats it
 
 
 def test_help_lists_every_command(capsys):

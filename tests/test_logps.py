@@ -39,7 +39,9 @@ def test_matches_naive_loop_with_pad_equal_to_eos():
     out.logps.sum().backward()
     fast_grad = logits.grad.clone()
     logits.grad = None
-    sum(naive_logps(logits[i], batch["input_ids"][i], len(p), len(p) + len(c)) for i, (p, c) in enumerate(rows)).backward()
+    sum(
+        naive_logps(logits[i], batch["input_ids"][i], len(p), len(p) + len(c)) for i, (p, c) in enumerate(rows)
+    ).backward()
     assert torch.allclose(fast_grad, logits.grad.float(), atol=1e-6)
 
 
@@ -80,7 +82,9 @@ def test_length_desensitized_sums_match_a_loop():
             logp = torch.log_softmax(logits[i, t - 1], -1)[batch["input_ids"][i, t]]
             expected += logp if k < shared else alpha * logp
         assert torch.allclose(out.logps[i], expected)
-        assert torch.allclose(out.raw_logps[i], naive_logps(logits[i], batch["input_ids"][i], len(prompt), len(prompt) + len(completion)))
+        assert torch.allclose(
+            out.raw_logps[i], naive_logps(logits[i], batch["input_ids"][i], len(prompt), len(prompt) + len(completion))
+        )
     plain = sequence_logps(logits, batch["input_ids"], batch["completion_mask"], ld_alpha=1.0)
     assert torch.allclose(plain.logps, plain.raw_logps)
 
@@ -119,8 +123,8 @@ def test_the_reference_computes_with_the_module_options(tiny_model_dir, monkeypa
 
 def test_sums_over_sequences_match_the_padded_sums():
     """The fast path's per-token -> per-sequence sums (LD-DPO, WPO, logits) equal sequence_logps's."""
-    from lightning_dpo.ops.fused_head import reference_head_logps
     from lightning_dpo.logps import sums_over_sequences
+    from lightning_dpo.ops.fused_head import reference_head_logps
     from lightning_dpo.ops.packing import token_layout
 
     pairs, batch, logits = _pairs_batch()

@@ -130,12 +130,18 @@ def test_values_and_gradients_match_the_paper(loss_type):
     (pw, pl, rw, rl), (nw, nl) = inputs()
     reference_free = not get_loss_spec(loss_type).uses_reference
     out = preference_loss(
-        pw, pl, None if reference_free else rw, None if reference_free else rl,
-        LossSettings(type=loss_type, beta=BETA, label_smoothing=EPS), chosen_lengths=nw, rejected_lengths=nl,
-    )  # fmt: skip
+        pw,
+        pl,
+        None if reference_free else rw,
+        None if reference_free else rl,
+        LossSettings(type=loss_type, beta=BETA, label_smoothing=EPS),
+        chosen_lengths=nw,
+        rejected_lengths=nl,
+    )
     zeros = torch.zeros(B, dtype=torch.float64)
-    expected = TRANSCRIPTIONS[loss_type](pw, pl, zeros if reference_free else rw, zeros if reference_free else rl,
-                                         nw.double(), nl.double())  # fmt: skip
+    expected = TRANSCRIPTIONS[loss_type](
+        pw, pl, zeros if reference_free else rw, zeros if reference_free else rl, nw.double(), nl.double()
+    )
     assert torch.allclose(out.losses, expected, rtol=1e-10, atol=1e-12)
     ours = torch.autograd.grad(out.losses.sum(), (pw, pl, rw, rl), allow_unused=True)
     theirs = torch.autograd.grad(expected.sum(), (pw, pl, rw, rl), allow_unused=True)
@@ -237,7 +243,9 @@ def test_exo_needs_label_smoothing():
 def test_rpo_adds_the_chosen_nll():
     (pw, pl, rw, rl), (nw, nl) = inputs()
     nll = -pw.sum() / nw.sum()
-    out = preference_loss(pw, pl, rw, rl, LossSettings(beta=BETA, rpo_alpha=0.7), chosen_lengths=nw, rejected_lengths=nl)
+    out = preference_loss(
+        pw, pl, rw, rl, LossSettings(beta=BETA, rpo_alpha=0.7), chosen_lengths=nw, rejected_lengths=nl
+    )
     assert torch.allclose(out.losses, loss("sigmoid") + 0.7 * nll)
     assert torch.allclose(out.nll_loss, nll.detach())
     assert torch.allclose(loss("sigmoid", rpo_alpha=0.0), loss("sigmoid"))
@@ -293,15 +301,24 @@ def test_short_fit_from_yaml_has_no_nan(case, tmp_path, tiny_model_dir, tiny_dat
 
     config = {
         "trainer": {
-            "accelerator": "cpu", "max_steps": 2, "limit_val_batches": 1, "val_check_interval": 2,
-            "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-            "enable_model_summary": False, "default_root_dir": str(tmp_path),
+            "accelerator": "cpu",
+            "max_steps": 2,
+            "limit_val_batches": 1,
+            "val_check_interval": 2,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": str(tmp_path),
             "callbacks": [{"class_path": "pytest_nan_guard.NanGuard"}],
         },
-        "model": {"model_name_or_path": str(tiny_model_dir), "loss": FIT_CASES[case],
-                  "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}},
+        "model": {
+            "model_name_or_path": str(tiny_model_dir),
+            "loss": FIT_CASES[case],
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}},
+        },
         "data": {"dataset": str(tiny_data_dir), "batch_size": 3, "max_length": 64, "max_prompt_length": 32},
-    }  # fmt: skip
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     main(["fit", "--config", str(path)])

@@ -45,7 +45,9 @@ def test_conservative_dpo_by_hand():
 @pytest.mark.parametrize(("beta", "h", "expected"), [(0.1, 1.0, 0.9), (0.5, 4.0, 0.0), (0.5, -2.0, 2.0)])
 def test_hinge_by_hand(beta, h, expected):
     zero = torch.zeros(1, dtype=torch.float64)
-    out = preference_loss(torch.tensor([h], dtype=torch.float64), zero, zero, zero, LossSettings(type="hinge", beta=beta))
+    out = preference_loss(
+        torch.tensor([h], dtype=torch.float64), zero, zero, zero, LossSettings(type="hinge", beta=beta)
+    )
     assert out.losses.item() == pytest.approx(expected)
 
 
@@ -53,7 +55,12 @@ def test_ipo_by_hand():
     # per-token log-ratios: chosen 0.5 / 5 = 0.1, rejected -0.5 / 2 = -0.25; (0.35 - 1/(2·0.1))² = 21.6225
     pc, pr, rc, rr = logps(-1.0, -2.0, -1.5, -1.5)
     out = preference_loss(
-        pc, pr, rc, rr, LossSettings(type="ipo", beta=0.1), chosen_lengths=torch.tensor([5]),
+        pc,
+        pr,
+        rc,
+        rr,
+        LossSettings(type="ipo", beta=0.1),
+        chosen_lengths=torch.tensor([5]),
         rejected_lengths=torch.tensor([2]),
     )
     assert out.losses.item() == pytest.approx(21.6225, abs=1e-12)
@@ -90,7 +97,9 @@ def test_register_custom_loss():
         return (x.chosen_logratios - x.rejected_logratios - 1.0) ** 2
 
     try:
-        out = preference_loss(torch.tensor([3.0]), torch.tensor([1.0]), None, None, LossSettings(type="test-squared-margin"))
+        out = preference_loss(
+            torch.tensor([3.0]), torch.tensor([1.0]), None, None, LossSettings(type="test-squared-margin")
+        )
         assert out.losses.item() == pytest.approx(1.0)
         assert get_loss_spec("test-squared-margin").uses_reference is False
         with pytest.raises(ValueError, match="already registered"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from lightning_dpo.namespace import pl
 import torch
 
-from lightning_dpo import DPOModule, PreferenceDataModule
+from lightning_dpo import DPOModule
+from lightning_dpo.namespace import pl
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
 
 
@@ -104,13 +104,17 @@ def test_separate_reference_must_share_the_vocabulary(tmp_path, tiny_model_dir):
     config = AutoConfig.from_pretrained(tiny_model_dir)
     config.vocab_size += 7
     LlamaForCausalLM(config).save_pretrained(tmp_path / "other")
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(tmp_path / "other")})
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(tmp_path / "other")}
+    )
     with pytest.raises(ValueError, match="must share a tokenizer"):
         module.configure_model()
 
 
 def test_separate_reference_is_loaded_and_frozen(tiny_model_dir, embedded_model_dir, batch):
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(embedded_model_dir)})
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(embedded_model_dir)}
+    )
     module.configure_model()
     assert module.reference.model.config.hidden_size != module.policy.config.hidden_size
     assert not any(p.requires_grad for p in module.reference.parameters())

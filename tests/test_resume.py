@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from lightning_dpo.namespace import pl
 import torch
 
 from lightning_dpo import DPOModule
+from lightning_dpo.namespace import pl
 from lightning_dpo.optim import LinearWarmup
 
 
@@ -35,9 +35,12 @@ def run(tiny_model_dir, make_data, make_trainer):
             every = pl.callbacks.ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=save_every, save_top_k=-1)
             callbacks.append(every)
         trainer = make_trainer(
-            max_steps=steps, default_root_dir=root, enable_checkpointing=bool(save_every), callbacks=callbacks,
+            max_steps=steps,
+            default_root_dir=root,
+            enable_checkpointing=bool(save_every),
+            callbacks=callbacks,
             deterministic=True,
-        )  # fmt: skip
+        )
         trainer.fit(module, make_data(group_by_length=True), ckpt_path=ckpt_path)
         return losses.values
 

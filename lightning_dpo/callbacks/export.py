@@ -56,7 +56,9 @@ class HFExportCallback(pl.Callback):
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
             if tokenizer is not None:
                 tokenizer.save_pretrained(path)
-            submodule("utilities").rank_zero_info(f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}")
+            submodule("utilities").rank_zero_info(
+                f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}"
+            )
         self.last_export = path
         trainer.strategy.barrier()
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -78,7 +79,12 @@ class GenerationSamples(pl.Callback):
         self.num_prompts = num_prompts
         self.prompts = prompts
         self.settings = SamplingSettings(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, do_sample=do_sample, seed=seed
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            do_sample=do_sample,
+            seed=seed,
         )
         self.include_reference = include_reference
         self.reward = reward
@@ -112,8 +118,12 @@ class GenerationSamples(pl.Callback):
         prompt_ids = self._prompt_ids(trainer, tokenizer)
         prompt_texts = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
         synced = trainer.world_size > 1
-        kwargs = dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                      batch_size=self.batch_size, synced_gpus=synced)  # fmt: skip
+        kwargs = dict(
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            batch_size=self.batch_size,
+            synced_gpus=synced,
+        )
 
         outputs: list[tuple[str, list[list[int]]]] = [
             ("policy", generate_completions(pl_module.policy, prompt_ids, self.settings, **kwargs))
@@ -130,10 +140,17 @@ class GenerationSamples(pl.Callback):
             texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
             rewards = list(self.reward(prompt_texts, texts)) if self.reward is not None else [None] * len(texts)
             for prompt, text, ids, reward in zip(prompt_texts, texts, completions, rewards):
-                rows.append({
-                    "step": trainer.global_step, "epoch": trainer.current_epoch, "model": model, "prompt": prompt,
-                    "completion": text, "num_tokens": len(ids), "reward": None if reward is None else float(reward),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "step": trainer.global_step,
+                        "epoch": trainer.current_epoch,
+                        "model": model,
+                        "prompt": prompt,
+                        "completion": text,
+                        "num_tokens": len(ids),
+                        "reward": None if reward is None else float(reward),
+                    }
+                )
         return rows
 
     def _prompt_ids(self, trainer: pl.Trainer, tokenizer: Any) -> list[list[int]]:
@@ -165,7 +182,9 @@ class GenerationSamples(pl.Callback):
             try:
                 _log_table(logger, self.log_key, rows, trainer.global_step)
             except Exception as e:  # a logging backend's hiccup must not stop training
-                submodule("utilities").rank_zero_warn(f"GenerationSamples could not log to {type(logger).__name__}: {e}")
+                submodule("utilities").rank_zero_warn(
+                    f"GenerationSamples could not log to {type(logger).__name__}: {e}"
+                )
 
 
 def _tokenizer(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
@@ -174,7 +193,9 @@ def _tokenizer(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
         return tokenizer
     source = getattr(pl_module, "hparams", {}).get("model_name_or_path")
     if source is None:
-        raise ValueError("GenerationSamples needs a tokenizer: use PreferenceDataModule, or a module with model_name_or_path")
+        raise ValueError(
+            "GenerationSamples needs a tokenizer: use PreferenceDataModule, or a module with model_name_or_path"
+        )
     return load_tokenizer(source)
 
 
@@ -193,7 +214,9 @@ def _log_table(logger: Any, key: str, rows: Sequence[dict[str, Any]], step: int)
         logger.log_table(key=key, columns=list(columns), data=[[r[c] for c in columns] for r in rows], step=step)
     elif isinstance(logger, loggers.MLFlowLogger):
         logger.experiment.log_table(
-            data={c: [r[c] for r in rows] for c in columns}, artifact_file=f"{key}/step-{step}.json", run_id=logger.run_id
+            data={c: [r[c] for r in rows] for c in columns},
+            artifact_file=f"{key}/step-{step}.json",
+            run_id=logger.run_id,
         )
 
 

@@ -12,8 +12,9 @@ group (``--model.beta``) stops the command with its new place (``--model.loss.be
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 

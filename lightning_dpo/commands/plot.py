@@ -1,4 +1,5 @@
-"""``lightning-dpo plot RUN_DIR [--output FILE]``: a run's logged metrics as one PNG (:mod:`lightning_dpo.tools.plotting`)."""
+"""``lightning-dpo plot RUN_DIR [--output FILE]``: a run's logged metrics as one PNG
+(:mod:`lightning_dpo.tools.plotting`)."""
 
 from __future__ import annotations
 

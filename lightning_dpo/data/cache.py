@@ -24,7 +24,6 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-
 CACHE_VERSION = 1
 """Bump when a change to this package changes the tokens it produces from the same inputs."""
 

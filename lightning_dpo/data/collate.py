@@ -14,8 +14,8 @@ come from lengths, never from comparing ids with the pad id, so a pad token equa
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor

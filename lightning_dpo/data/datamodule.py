@@ -1,8 +1,8 @@
 """``PreferenceDataModule``: preference data from sources to concatenated, padded batches.
 
-    prepare_data (once per node)   read -> validate -> tokenise (datasets.map, num_proc) -> disk cache
-    setup (every rank)             load the cache -> carve validation -> mixture weights -> data_report
-    train_dataloader               StatefulDataLoader + PairSampler (seeded, sharded, resumable)
+prepare_data (once per node)   read -> validate -> tokenise (datasets.map, num_proc) -> disk cache
+setup (every rank)             load the cache -> carve validation -> mixture weights -> data_report
+train_dataloader               StatefulDataLoader + PairSampler (seeded, sharded, resumable)
 """
 
 from __future__ import annotations
@@ -236,8 +236,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key)
         if found is None:
             data, tally = build_split(
-                plan.sources, self.tokenizer, self._settings, system_prompt=hp.system_prompt, strict=hp.strict,
-                num_proc=hp.num_proc, fingerprint=plan.key, desc=f"tokenizing {plan.sources[0].name}",
+                plan.sources,
+                self.tokenizer,
+                self._settings,
+                system_prompt=hp.system_prompt,
+                strict=hp.strict,
+                num_proc=hp.num_proc,
+                fingerprint=plan.key,
+                desc=f"tokenizing {plan.sources[0].name}",
             )
             found = (data, tally)
             if write and len(data) and cache.save(cache_dir, plan.key, data, tally, plan.parts):
@@ -335,7 +341,8 @@ class PreferenceDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(
-            IndexedPairs(self.val_data, offset=len(self.train_data)), self.hparams.val_batch_size or self.hparams.batch_size
+            IndexedPairs(self.val_data, offset=len(self.train_data)),
+            self.hparams.val_batch_size or self.hparams.batch_size,
         )
 
     def test_dataloader(self) -> DataLoader:
@@ -420,4 +427,3 @@ def _apply_weights(data: datasets.Dataset, sources: list[SplitSource], seed: int
         if extra:
             picked.append(np.random.default_rng([seed, i]).choice(rows, extra, replace=False))
     return data.select(np.sort(np.concatenate(picked)) if picked else [])
-

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from lightning_dpo.data.sources import InvalidJSON, PreferenceDataError
 
@@ -114,7 +115,9 @@ def to_example(
         raise PreferenceDataError(location, None, row.message, kind="invalid_json")
     if not isinstance(row, Mapping):
         raise PreferenceDataError(
-            location, None, f"expected an object with prompt/chosen/rejected, got {type(row).__name__}",
+            location,
+            None,
+            f"expected an object with prompt/chosen/rejected, got {type(row).__name__}",
             kind="not_a_record",
         )
     names = {role: (columns or {}).get(role, role) for role in ROLES}
@@ -172,12 +175,15 @@ def _chat_example(row: Mapping, location: str, names: dict[str, str], system_pro
             prompt = [{"role": "user", "content": prompt_value}]
     else:
         raise PreferenceDataError(
-            location, names["prompt"], f"expected a string or a list of messages, got {type(prompt_value).__name__}",
+            location,
+            names["prompt"],
+            f"expected a string or a list of messages, got {type(prompt_value).__name__}",
             kind="not_a_string",
         )
     if not prompt:
         raise PreferenceDataError(
-            location, names["prompt"],
+            location,
+            names["prompt"],
             "the prompt is empty: the conversations share no earlier turn and no prompt is given",
             kind="empty_prompt",
         )
@@ -187,7 +193,8 @@ def _chat_example(row: Mapping, location: str, names: dict[str, str], system_pro
     for role, messages in (("chosen", chosen), ("rejected", rejected)):
         if messages[0]["role"] != "assistant":
             raise PreferenceDataError(
-                location, names[role],
+                location,
+                names[role],
                 f"the completion must begin with an assistant message, not {messages[0]['role']!r}",
                 kind="not_a_string",
             )
@@ -205,20 +212,26 @@ def _messages(value: Any, location: str, field: str) -> list[Message]:
     (Arrow fills absent struct fields with None)."""
     if not isinstance(value, list):
         raise PreferenceDataError(
-            location, field, f"expected a list of messages like the other side, got {type(value).__name__}",
+            location,
+            field,
+            f"expected a list of messages like the other side, got {type(value).__name__}",
             kind="not_a_string",
         )
     messages = []
     for i, message in enumerate(value):
         if not isinstance(message, Mapping):
             raise PreferenceDataError(
-                location, field, f"message {i} is a {type(message).__name__}, not an object with role and content",
+                location,
+                field,
+                f"message {i} is a {type(message).__name__}, not an object with role and content",
                 kind="not_a_string",
             )
         for key in ("role", "content"):
             if not isinstance(message.get(key), str):
                 raise PreferenceDataError(
-                    location, field, f"message {i} has a {key} of type {type(message.get(key)).__name__}, not a string",
+                    location,
+                    field,
+                    f"message {i} has a {key} of type {type(message.get(key)).__name__}, not a string",
                     kind="not_a_string",
                 )
         messages.append({k: v for k, v in message.items() if v is not None})

@@ -8,7 +8,8 @@ length grouping and DDP sharding cannot misalign it.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import datasets
 import numpy as np

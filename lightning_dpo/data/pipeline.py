@@ -11,11 +11,11 @@ The tally is a plain dict, stored beside the cached tokens, so a cached run repo
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import datasets
 import numpy as np
@@ -46,8 +46,12 @@ TOKEN_FEATURES = datasets.Features(
     }
 )
 _MAP_FEATURES = datasets.Features(
-    {**TOKEN_FEATURES, "dropped": datasets.Value("bool"), "problem_kind": datasets.Value("string"),
-     "problem": datasets.Value("string")}
+    {
+        **TOKEN_FEATURES,
+        "dropped": datasets.Value("bool"),
+        "problem_kind": datasets.Value("string"),
+        "problem": datasets.Value("string"),
+    }
 )
 
 
@@ -163,8 +167,17 @@ def tokenize_batch(
     out: dict[str, list] = {k: [] for k in _MAP_FEATURES if k not in ("location", "source")}
     for e in tokenize_examples(examples, tokenizer, settings):
         if isinstance(e, TemplateProblem):
-            row = dict(prompt_input_ids=[], chosen_input_ids=[], rejected_input_ids=[], prompt_length=0,
-                       chosen_length=0, rejected_length=0, length=0, truncated=False, dropped=True)
+            row = dict(
+                prompt_input_ids=[],
+                chosen_input_ids=[],
+                rejected_input_ids=[],
+                prompt_length=0,
+                chosen_length=0,
+                rejected_length=0,
+                length=0,
+                truncated=False,
+                dropped=True,
+            )
             row.update(problem_kind=e.kind, problem=e.message)
         else:
             row = {**e, "problem_kind": "", "problem": ""}

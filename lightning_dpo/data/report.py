@@ -8,7 +8,8 @@ that ``lightning-dpo data`` prints.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import datasets
 import numpy as np
@@ -30,7 +31,10 @@ def percentiles(values: np.ndarray) -> dict[str, int]:
 
 
 def split_report(
-    tally: Mapping[str, Any], data: datasets.Dataset, batch_size: int, seed: int,
+    tally: Mapping[str, Any],
+    data: datasets.Dataset,
+    batch_size: int,
+    seed: int,
     pad_to_multiple_of: int | None = None,
 ) -> dict[str, Any]:
     """A split's tally plus statistics of its pairs: lengths before truncation, pairs truncated, padding."""
@@ -48,10 +52,18 @@ def split_report(
     if len(data):
         widths = np.maximum(chosen, rejected)
         report["padding"] = {
-            "shuffled": round(padding_fraction(chosen, rejected, shuffled_order(len(data), 1, 0, seed), batch_size,
-                                               pad_to_multiple_of), 4),
-            "grouped_by_length": round(padding_fraction(chosen, rejected, grouped_order(widths, batch_size, 1, 0, seed),
-                                                        batch_size, pad_to_multiple_of), 4),
+            "shuffled": round(
+                padding_fraction(
+                    chosen, rejected, shuffled_order(len(data), 1, 0, seed), batch_size, pad_to_multiple_of
+                ),
+                4,
+            ),
+            "grouped_by_length": round(
+                padding_fraction(
+                    chosen, rejected, grouped_order(widths, batch_size, 1, 0, seed), batch_size, pad_to_multiple_of
+                ),
+                4,
+            ),
         }
     return report
 
@@ -95,6 +107,7 @@ def flatten_report(data_report: Mapping[str, Any], prefix: str = "data") -> dict
 def marked_example(tokenizer: PreTrainedTokenizerBase, pair: Mapping[str, list[int]]) -> str:
     """One pair decoded with special tokens, each part between ``⟦`` and ``⟧`` so boundaries show
     (newlines and tabs written as ``\\n`` and ``\\t``)."""
+
     def show(ids: list[int]) -> str:
         text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return "⟦" + text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t") + "⟧"

@@ -22,7 +22,8 @@ Resuming mid-epoch: ``state_dict()`` is the epoch and the number of indices yiel
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,8 +69,13 @@ class PairSampler(DistributedSampler):
             yield index
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "yielded": self._yielded, "seed": self.seed,
-                "num_replicas": self.num_replicas, "group_by_length": self.group_by_length}
+        return {
+            "epoch": self.epoch,
+            "yielded": self._yielded,
+            "seed": self.seed,
+            "num_replicas": self.num_replicas,
+            "group_by_length": self.group_by_length,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("seed", "num_replicas", "group_by_length"):
@@ -119,7 +125,10 @@ def grouped_order(
 
 
 def padding_fraction(
-    chosen_rows: np.ndarray, rejected_rows: np.ndarray, order: Sequence[int], batch_size: int,
+    chosen_rows: np.ndarray,
+    rejected_rows: np.ndarray,
+    order: Sequence[int],
+    batch_size: int,
     pad_to_multiple_of: int | None = None,
 ) -> float:
     """Share of padding in the batches that ``order`` cuts into: each batch is padded to its longest row.

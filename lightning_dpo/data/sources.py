@@ -16,9 +16,10 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from lightning_dpo.embedded import is_embedded, resolve_dataset
 

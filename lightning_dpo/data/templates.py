@@ -20,7 +20,8 @@ record, reported rather than trained on with a shifted boundary.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
@@ -115,7 +116,7 @@ def _prefix_problem(tokenizer: PreTrainedTokenizerBase, prompt: list[int], full:
     return TemplateProblem(
         "template_mismatch",
         "the chat template renders the prompt alone (with add_generation_prompt) as "
-        f"...{tokenizer.decode(prompt[n:n + 8])!r} "
-        f"where the full conversation has ...{tokenizer.decode(full[n:n + 8])!r}: the prompt is not a prefix, so the "
+        f"...{tokenizer.decode(prompt[n : n + 8])!r} "
+        f"where the full conversation has ...{tokenizer.decode(full[n : n + 8])!r}: the prompt is not a prefix, so the "
         "completion boundary is unknown (set data.chat_template to a template that renders both alike)",
     )

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -54,5 +54,3 @@ def special_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 def with_eos(ids: list[int], eos: int) -> list[int]:
     """``ids`` ending with exactly one added EOS (none added when the text already ended with it)."""
     return ids if ids and ids[-1] == eos else [*ids, eos]
-
-

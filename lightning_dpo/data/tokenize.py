@@ -13,7 +13,7 @@ example is its type in ``formats.py`` and one entry in ``ENCODERS``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -42,7 +42,9 @@ def tokenize_examples(
         if not positions:
             continue
         for i, encoded in zip(positions, encode([examples[i] for i in positions], tokenizer, settings)):
-            out[i] = encoded if isinstance(encoded, TemplateProblem) else truncate(encoded, settings, tokenizer.bos_token_id)
+            out[i] = (
+                encoded if isinstance(encoded, TemplateProblem) else truncate(encoded, settings, tokenizer.bos_token_id)
+            )
     unknown = [type(examples[i]).__name__ for i, o in enumerate(out) if o is None]
     if unknown:
         raise TypeError(f"no encoder for example type(s) {sorted(set(unknown))}; register one in ENCODERS")

@@ -55,7 +55,11 @@ class TokenSettings:
 
 def truncate(encoded: Encoded, settings: TokenSettings, bos_token_id: int | None = None) -> TokenizedPair:
     """Apply ``settings`` (the module docstring's rules) to one encoded pair."""
-    max_length, max_prompt_length, truncation_mode = settings.max_length, settings.max_prompt_length, settings.truncation_mode
+    max_length, max_prompt_length, truncation_mode = (
+        settings.max_length,
+        settings.max_prompt_length,
+        settings.truncation_mode,
+    )
     if truncation_mode not in TRUNCATION_MODES:
         raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
     prompt, truncated = encoded.prompt, False

@@ -10,7 +10,7 @@ bundled tasks' own rewards and judges in :mod:`lightning_dpo.tasks`.
 """
 
 from lightning_dpo.evaluation.generation import SamplingSettings, generate_completions, preserved_rng
-from lightning_dpo.evaluation.judges import Judge, WinRate, win_rate, wilson_interval
+from lightning_dpo.evaluation.judges import Judge, WinRate, wilson_interval, win_rate
 from lightning_dpo.evaluation.kl import Estimate, kl_estimate, sequence_logprobs
 from lightning_dpo.evaluation.rewards import HFRewardModel, RewardFn, load_reward
 

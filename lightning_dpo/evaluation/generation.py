@@ -10,9 +10,10 @@ stop within ``max_new_tokens`` is returned cut, without EOS.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +47,9 @@ class SamplingSettings:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.do_sample and self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 when sampling (use do_sample=False for greedy), got {self.temperature}")
+            raise ValueError(
+                f"temperature must be > 0 when sampling (use do_sample=False for greedy), got {self.temperature}"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
@@ -65,7 +68,9 @@ def preserved_rng() -> Iterator[None]:
     exit, so that seeding and sampling inside the block leave the training stream exactly as it was."""
     py_state = random.getstate()
     np_state = _numpy_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    devices = (
+        list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    )
     with torch.random.fork_rng(devices=devices):
         try:
             yield
@@ -115,7 +120,9 @@ def cut_at_eos(new_tokens: Tensor, eos_token_id: int | Sequence[int]) -> list[li
     eos = torch.as_tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
     is_eos = torch.isin(new_tokens, eos.to(new_tokens.device))  # (B, N)
     has_eos = is_eos.any(-1)
-    lengths = torch.where(has_eos, is_eos.int().argmax(-1) + 1, torch.full_like(has_eos, new_tokens.shape[1], dtype=torch.long))
+    lengths = torch.where(
+        has_eos, is_eos.int().argmax(-1) + 1, torch.full_like(has_eos, new_tokens.shape[1], dtype=torch.long)
+    )
     return [row[: int(n)].tolist() for row, n in zip(new_tokens.cpu(), lengths.cpu())]
 
 
@@ -168,12 +175,22 @@ def generate_completions(
 # any setting left ``None`` from the model's own generation_config.json (Qwen's ships top_k 20, top_p 0.8,
 # repetition_penalty 1.05), and its global default top_k is 50.
 _NEUTRAL = dict(
-    num_beams=1, min_new_tokens=0, typical_p=1.0, min_p=0.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
-    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, renormalize_logits=False,
+    num_beams=1,
+    min_new_tokens=0,
+    typical_p=1.0,
+    min_p=0.0,
+    epsilon_cutoff=0.0,
+    eta_cutoff=0.0,
+    repetition_penalty=1.0,
+    encoder_repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    renormalize_logits=False,
 )
 
 
-def generation_config(settings: SamplingSettings, *, eos_token_id: int | Sequence[int], pad_token_id: int) -> GenerationConfig:
+def generation_config(
+    settings: SamplingSettings, *, eos_token_id: int | Sequence[int], pad_token_id: int
+) -> GenerationConfig:
     """A complete ``GenerationConfig`` for ``settings``: nothing is inherited from the model's defaults."""
     sampling = (
         dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)

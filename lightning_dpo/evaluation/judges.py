@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 Judge = Callable[[str, str, str], float]
 """(prompt, a, b) -> probability that a is better: 1 a wins, 0 b wins, 0.5 tie."""
@@ -79,14 +80,19 @@ def judge_pairs(
     candidate was shown second, the judge's answer p is mapped back to 1 − p.
     """
     if not len(prompts) == len(candidates) == len(baselines):
-        raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(candidates)} candidates, {len(baselines)} baselines")
+        raise ValueError(
+            f"lengths differ: {len(prompts)} prompts, {len(candidates)} candidates, {len(baselines)} baselines"
+        )
     rng = random.Random(seed)
     out = []
     for prompt, cand, base in zip(prompts, candidates, baselines):
         candidate_first = rng.random() < 0.5
         p = float(judge(prompt, cand, base) if candidate_first else judge(prompt, base, cand))
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"the judge returned {p}; a judge returns the probability that its first completion is better, in [0, 1]")
+            raise ValueError(
+                f"the judge returned {p}; a judge returns the probability that its first completion is better, "
+                "in [0, 1]"
+            )
         out.append(p if candidate_first else 1.0 - p)
     return out
 

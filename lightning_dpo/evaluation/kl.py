@@ -16,8 +16,8 @@ tokens, EOS included, in fp32.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +93,9 @@ def sequence_logprobs(
     try:
         out = []
         for start in range(0, len(prompts), batch_size):
-            batch = completion_batch(prompts[start : start + batch_size], completions[start : start + batch_size], pad_token_id)
+            batch = completion_batch(
+                prompts[start : start + batch_size], completions[start : start + batch_size], pad_token_id
+            )
             out.append(completion_logps(model, {k: v.to(device) for k, v in batch.items()}).logps.float().cpu())
     finally:
         model.train(was_training)

@@ -11,7 +11,7 @@ A task's own reward lives with the task (``lightning_dpo.tasks.politeness.polite
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

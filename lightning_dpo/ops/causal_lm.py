@@ -102,7 +102,9 @@ def verify_split(model: nn.Module, parts: CausalLMParts, input_ids: Tensor, atte
     try:
         with torch.no_grad():
             expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()  # (1, t, V)
-            actual = head_logits(parts, parts.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state)
+            actual = head_logits(
+                parts, parts.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            )
     finally:
         for module, mode in modes:
             module.training = mode

@@ -107,10 +107,16 @@ class _FusedHeadLogps(torch.autograd.Function):
         out = log_norm.dtype
         grad_h = torch.empty_like(hidden) if need_h else None
         # dW accumulates over chunks in at least fp32, so that half-precision chunk products are not rounded.
-        grad_w = torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32),
-                             device=weight.device) if need_w else None  # fmt: skip
-        grad_b = torch.zeros(weight.shape[0], dtype=torch.promote_types(weight.dtype, torch.float32),
-                             device=weight.device) if need_b else None  # fmt: skip
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
+            if need_w
+            else None
+        )
+        grad_b = (
+            torch.zeros(weight.shape[0], dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
+            if need_b
+            else None
+        )
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(compute)
             b = bias.to(compute) if bias is not None else None

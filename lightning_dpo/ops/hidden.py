@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dpo.ops.causal_lm import CausalLMParts, split_causal_lm, verify_split
-from lightning_dpo.ops.segment_attention import attention_kind, enable_segment_attention, packed_call_kwargs
 from lightning_dpo.ops.packing import PackedBatch, TokenLayout, pack, token_layout
+from lightning_dpo.ops.segment_attention import attention_kind, enable_segment_attention, packed_call_kwargs
 
 
 class CompletionHidden(NamedTuple):
@@ -46,7 +46,9 @@ def completion_hidden(
     return CompletionHidden(parts, layout, _hidden(model, parts, batch, layout, packed), packed)
 
 
-def resolve_packing(model: nn.Module, device: torch.device, padding_free: bool | None, share_prompt: bool | None) -> tuple[bool, bool]:
+def resolve_packing(
+    model: nn.Module, device: torch.device, padding_free: bool | None, share_prompt: bool | None
+) -> tuple[bool, bool]:
     """(pack, share the prompt) for ``model`` on ``device`` under the options (see :func:`completion_hidden`)."""
     kind = attention_kind(model)
     auto = device.type == "cpu" and kind == "segments"
@@ -62,16 +64,23 @@ def _split(model: nn.Module, batch: dict[str, Tensor]) -> CausalLMParts | None:
         _warn_once(f"split:{name}", f"lightning_dpo: full-logits log-probs for {name}: {parts}")
         return None
     if not verify_split(model, parts, batch["input_ids"], batch["attention_mask"]):
-        _warn_once(f"split:{name}", f"lightning_dpo: full-logits log-probs for {name}: its decoder + LM head do not "
-                   "reproduce its logits (an unknown logit transform)")  # fmt: skip
+        _warn_once(
+            f"split:{name}",
+            f"lightning_dpo: full-logits log-probs for {name}: its decoder + LM head do not "
+            "reproduce its logits (an unknown logit transform)",
+        )
         return None
     return parts
 
 
 def _packing(
-    model: nn.Module, parts: CausalLMParts, batch: dict[str, Tensor], layout: TokenLayout,
-    padding_free: bool | None, share_prompt: bool | None,
-) -> PackedBatch | None:  # fmt: skip
+    model: nn.Module,
+    parts: CausalLMParts,
+    batch: dict[str, Tensor],
+    layout: TokenLayout,
+    padding_free: bool | None,
+    share_prompt: bool | None,
+) -> PackedBatch | None:
     packed_on, share = resolve_packing(model, batch["input_ids"].device, padding_free, share_prompt)
     if not packed_on:
         return None
@@ -83,8 +92,11 @@ def _packing(
         return None
     kind = enable_segment_attention(model)
     if not _packing_verified(model, parts, batch, kind, packed.shared_prompt):
-        _warn_once(f"pack:{type(model).__name__}:{kind}", f"lightning_dpo: no padding-free batches for "
-                   f"{type(model).__name__}: its {kind!r} attention does not keep packed sequences apart")  # fmt: skip
+        _warn_once(
+            f"pack:{type(model).__name__}:{kind}",
+            f"lightning_dpo: no padding-free batches for "
+            f"{type(model).__name__}: its {kind!r} attention does not keep packed sequences apart",
+        )
         return None
     return packed
 
@@ -104,7 +116,9 @@ def _hidden(
 _PACKING_VERIFIED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]] = weakref.WeakKeyDictionary()
 
 
-def _packing_verified(model: nn.Module, parts: CausalLMParts, batch: dict[str, Tensor], kind: str, shared: bool) -> bool:
+def _packing_verified(
+    model: nn.Module, parts: CausalLMParts, batch: dict[str, Tensor], kind: str, shared: bool
+) -> bool:
     """Whether the packed body reproduces the padded body on the batch's first pair (cached per model)."""
     verdicts = _PACKING_VERIFIED.setdefault(model, {})
     key = (id(parts.body), kind, shared)

@@ -140,9 +140,15 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
         else:
             spans.append((start, start + count, start, start))
     return PackedBatch(
-        packed_ids[None], position_ids[None], tuple(spans), cu_seqlens, max(c for _, c in bounds),
-        where[layout.rows, layout.cols], prompt is not None, keep.sum(-1),
-    )  # fmt: skip
+        packed_ids[None],
+        position_ids[None],
+        tuple(spans),
+        cu_seqlens,
+        max(c for _, c in bounds),
+        where[layout.rows, layout.cols],
+        prompt is not None,
+        keep.sum(-1),
+    )
 
 
 def batch_padding_fraction(batch: dict[str, Tensor]) -> Tensor:

@@ -48,10 +48,14 @@ def segment_attention_forward(
     if lightning_dpo_spans is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     for unsupported in ("softcap", "s_aux", "position_bias"):
         if kwargs.get(unsupported) is not None:
-            raise ValueError(f"padding-free batching cannot apply the attention's {unsupported!r}; set padding_free=False")
+            raise ValueError(
+                f"padding-free batching cannot apply the attention's {unsupported!r}; set padding_free=False"
+            )
     if query.shape[0] != 1:
         raise ValueError(f"a packed batch has one row, got {query.shape[0]}")
     groups = query.shape[1] // key.shape[1]
@@ -117,7 +121,9 @@ def enable_segment_attention(model: nn.Module) -> str:
 
 
 def _configs(model: nn.Module) -> list:
-    found = {id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    found = {
+        id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")
+    }
     return list(found.values())
 
 
@@ -133,6 +139,11 @@ def packed_call_kwargs(kind: str, packed: PackedBatch) -> dict:
         raise ValueError("a shared-prompt packing needs the 'segments' attention kind")
     if kind == "flash":
         cu, longest = packed.cu_seqlens, packed.max_length
-        return {"attention_mask": None, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest,
-                "max_length_k": longest}  # fmt: skip
+        return {
+            "attention_mask": None,
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu,
+            "max_length_q": longest,
+            "max_length_k": longest,
+        }
     return {"attention_mask": None}

@@ -17,9 +17,10 @@ Hook order, as :class:`~lightning_dpo.DPOModule` calls them:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from torch import Tensor, nn
 

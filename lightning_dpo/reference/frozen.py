@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,9 @@ class FrozenReference(Reference):
         self.model: nn.Module | None = None
 
     @classmethod
-    def build(cls, settings: ReferenceSettings, load: Callable[[str], nn.Module], policy_source: str) -> FrozenReference:
+    def build(
+        cls, settings: ReferenceSettings, load: Callable[[str], nn.Module], policy_source: str
+    ) -> FrozenReference:
         separate = settings.model_name_or_path
         return cls(
             partial(load, separate) if separate else None, separate, settings.sync, reload=partial(load, policy_source)
@@ -93,7 +96,8 @@ def check_same_vocabulary(policy: nn.Module, reference: nn.Module, source: str |
         raise ValueError(
             f"reference model {source!r} has a vocabulary of {reference_vocab} tokens but the policy has "
             f"{policy_vocab}: DPO compares the log-probs of the same token ids under both models, so they must "
-            "share a tokenizer. Use a reference from the same model family, or leave reference.model_name_or_path unset "
+            "share a tokenizer. Use a reference from the same model family, or leave reference.model_name_or_path "
+            "unset "
             "to copy the policy."
         )
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,6 @@ class PairSource(Protocol):
 
     def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterable[dict[str, Tensor]]:
         """Batches (with ``pair_index``) of this rank's share of all pairs; every rank gets as many."""
-
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = [
     "POLITE_CLOSERS",
@@ -93,15 +93,50 @@ RUDE_CLOSERS: tuple[str, ...] = (
 # Marker phrases for the rule-based judge.  Phrases, not single words, where a single word could
 # occur in a fact ("happy" in "the opposite of happy", "good" in "the opposite of good").
 _POLITE_MARKERS: tuple[str, ...] = (
-    "please", "thank you", "thanks", "of course", "happy to help", "glad", "great question",
-    "good question", "sure thing", "certainly", "absolutely", "i hope", "hope this", "hope that",
-    "let me know", "feel free", "wonderful day", "happy learning", "with pleasure",
-    "my pleasure", "you're welcome",
+    "please",
+    "thank you",
+    "thanks",
+    "of course",
+    "happy to help",
+    "glad",
+    "great question",
+    "good question",
+    "sure thing",
+    "certainly",
+    "absolutely",
+    "i hope",
+    "hope this",
+    "hope that",
+    "let me know",
+    "feel free",
+    "wonderful day",
+    "happy learning",
+    "with pleasure",
+    "my pleasure",
+    "you're welcome",
 )
 _RUDE_MARKERS: tuple[str, ...] = (
-    "ugh", "seriously", "obviously", "fine", "silly", "whatever", "kidding", "everyone knows",
-    "sigh", "leave me alone", "look it up", "waste my time", "bothering", "so hard", "keep up",
-    "figure it out", "go away", "stupid", "dumb", "annoying", "shut up",
+    "ugh",
+    "seriously",
+    "obviously",
+    "fine",
+    "silly",
+    "whatever",
+    "kidding",
+    "everyone knows",
+    "sigh",
+    "leave me alone",
+    "look it up",
+    "waste my time",
+    "bothering",
+    "so hard",
+    "keep up",
+    "figure it out",
+    "go away",
+    "stupid",
+    "dumb",
+    "annoying",
+    "shut up",
 )
 
 
@@ -169,86 +204,198 @@ class Question:
 
 
 _CAPITALS = (
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
-    ("Portugal", "Lisbon"), ("Japan", "Tokyo"), ("China", "Beijing"), ("India", "New Delhi"),
-    ("Russia", "Moscow"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Australia", "Canberra"),
-    ("Brazil", "Brasilia"), ("Mexico", "Mexico City"), ("Argentina", "Buenos Aires"),
-    ("Kenya", "Nairobi"), ("Greece", "Athens"), ("Sweden", "Stockholm"), ("Norway", "Oslo"),
-    ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Poland", "Warsaw"),
-    ("Ireland", "Dublin"), ("the United Kingdom", "London"), ("Austria", "Vienna"),
-    ("Hungary", "Budapest"), ("Peru", "Lima"), ("Thailand", "Bangkok"),
-    ("South Korea", "Seoul"), ("Turkey", "Ankara"), ("the Netherlands", "Amsterdam"),
-    ("Belgium", "Brussels"), ("Cuba", "Havana"), ("Vietnam", "Hanoi"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Portugal", "Lisbon"),
+    ("Japan", "Tokyo"),
+    ("China", "Beijing"),
+    ("India", "New Delhi"),
+    ("Russia", "Moscow"),
+    ("Egypt", "Cairo"),
+    ("Canada", "Ottawa"),
+    ("Australia", "Canberra"),
+    ("Brazil", "Brasilia"),
+    ("Mexico", "Mexico City"),
+    ("Argentina", "Buenos Aires"),
+    ("Kenya", "Nairobi"),
+    ("Greece", "Athens"),
+    ("Sweden", "Stockholm"),
+    ("Norway", "Oslo"),
+    ("Finland", "Helsinki"),
+    ("Denmark", "Copenhagen"),
+    ("Poland", "Warsaw"),
+    ("Ireland", "Dublin"),
+    ("the United Kingdom", "London"),
+    ("Austria", "Vienna"),
+    ("Hungary", "Budapest"),
+    ("Peru", "Lima"),
+    ("Thailand", "Bangkok"),
+    ("South Korea", "Seoul"),
+    ("Turkey", "Ankara"),
+    ("the Netherlands", "Amsterdam"),
+    ("Belgium", "Brussels"),
+    ("Cuba", "Havana"),
+    ("Vietnam", "Hanoi"),
 )
 _COLOURS = (
-    ("a banana", "yellow"), ("grass", "green"), ("the sky", "blue"), ("snow", "white"),
-    ("coal", "black"), ("a strawberry", "red"), ("a carrot", "orange"), ("milk", "white"),
-    ("a tomato", "red"), ("a lime", "green"), ("chocolate", "brown"), ("a pumpkin", "orange"),
-    ("a cherry", "red"), ("a lemon", "yellow"), ("a polar bear", "white"), ("a crow", "black"),
-    ("a frog", "green"), ("an eggplant", "purple"), ("blood", "red"), ("a flamingo", "pink"),
-    ("the ocean", "blue"), ("a zebra", "black and white"),
+    ("a banana", "yellow"),
+    ("grass", "green"),
+    ("the sky", "blue"),
+    ("snow", "white"),
+    ("coal", "black"),
+    ("a strawberry", "red"),
+    ("a carrot", "orange"),
+    ("milk", "white"),
+    ("a tomato", "red"),
+    ("a lime", "green"),
+    ("chocolate", "brown"),
+    ("a pumpkin", "orange"),
+    ("a cherry", "red"),
+    ("a lemon", "yellow"),
+    ("a polar bear", "white"),
+    ("a crow", "black"),
+    ("a frog", "green"),
+    ("an eggplant", "purple"),
+    ("blood", "red"),
+    ("a flamingo", "pink"),
+    ("the ocean", "blue"),
+    ("a zebra", "black and white"),
 )
 _SOUNDS = (
-    ("a cow", "moo"), ("a dog", "woof"), ("a cat", "meow"), ("a duck", "quack"),
-    ("a sheep", "baa"), ("a pig", "oink"), ("a lion", "roar"), ("an owl", "hoot"),
-    ("a horse", "neigh"), ("a snake", "hiss"), ("a frog", "ribbit"), ("a bee", "buzz"),
-    ("a rooster", "cock-a-doodle-doo"), ("a mouse", "squeak"), ("a donkey", "hee-haw"),
+    ("a cow", "moo"),
+    ("a dog", "woof"),
+    ("a cat", "meow"),
+    ("a duck", "quack"),
+    ("a sheep", "baa"),
+    ("a pig", "oink"),
+    ("a lion", "roar"),
+    ("an owl", "hoot"),
+    ("a horse", "neigh"),
+    ("a snake", "hiss"),
+    ("a frog", "ribbit"),
+    ("a bee", "buzz"),
+    ("a rooster", "cock-a-doodle-doo"),
+    ("a mouse", "squeak"),
+    ("a donkey", "hee-haw"),
     ("a wolf", "howl"),
 )
 # (word, opposite, also ask the reverse?) -- no reverse where it would be ambiguous
 # ("short" -> tall/long, "old" -> young/new, "right" -> left/wrong, "light" -> dark/heavy).
 _OPPOSITES = (
-    ("hot", "cold", True), ("big", "small", True), ("up", "down", True), ("day", "night", True),
-    ("fast", "slow", True), ("happy", "sad", True), ("open", "closed", True),
-    ("wet", "dry", True), ("full", "empty", True), ("early", "late", True),
-    ("hard", "soft", True), ("loud", "quiet", True), ("good", "bad", True),
-    ("rich", "poor", True), ("strong", "weak", True), ("thick", "thin", True),
-    ("push", "pull", True), ("true", "false", True), ("win", "lose", True),
-    ("inside", "outside", True), ("tall", "short", False), ("young", "old", False),
-    ("left", "right", False), ("dark", "light", False), ("heavy", "light", False),
+    ("hot", "cold", True),
+    ("big", "small", True),
+    ("up", "down", True),
+    ("day", "night", True),
+    ("fast", "slow", True),
+    ("happy", "sad", True),
+    ("open", "closed", True),
+    ("wet", "dry", True),
+    ("full", "empty", True),
+    ("early", "late", True),
+    ("hard", "soft", True),
+    ("loud", "quiet", True),
+    ("good", "bad", True),
+    ("rich", "poor", True),
+    ("strong", "weak", True),
+    ("thick", "thin", True),
+    ("push", "pull", True),
+    ("true", "false", True),
+    ("win", "lose", True),
+    ("inside", "outside", True),
+    ("tall", "short", False),
+    ("young", "old", False),
+    ("left", "right", False),
+    ("dark", "light", False),
+    ("heavy", "light", False),
 )
 _PLURALS = (
-    ("mouse", "mice"), ("child", "children"), ("man", "men"), ("woman", "women"),
-    ("foot", "feet"), ("tooth", "teeth"), ("goose", "geese"), ("person", "people"),
-    ("sheep", "sheep"), ("fish", "fish"), ("leaf", "leaves"), ("knife", "knives"),
-    ("wolf", "wolves"), ("box", "boxes"), ("baby", "babies"), ("city", "cities"),
-    ("bus", "buses"), ("cat", "cats"), ("dog", "dogs"), ("book", "books"), ("ox", "oxen"),
-    ("cactus", "cacti"), ("potato", "potatoes"), ("half", "halves"), ("deer", "deer"),
+    ("mouse", "mice"),
+    ("child", "children"),
+    ("man", "men"),
+    ("woman", "women"),
+    ("foot", "feet"),
+    ("tooth", "teeth"),
+    ("goose", "geese"),
+    ("person", "people"),
+    ("sheep", "sheep"),
+    ("fish", "fish"),
+    ("leaf", "leaves"),
+    ("knife", "knives"),
+    ("wolf", "wolves"),
+    ("box", "boxes"),
+    ("baby", "babies"),
+    ("city", "cities"),
+    ("bus", "buses"),
+    ("cat", "cats"),
+    ("dog", "dogs"),
+    ("book", "books"),
+    ("ox", "oxen"),
+    ("cactus", "cacti"),
+    ("potato", "potatoes"),
+    ("half", "halves"),
+    ("deer", "deer"),
 )
 _LEGS = (
-    ("a spider", "eight"), ("a dog", "four"), ("a cat", "four"), ("a bird", "two"),
-    ("an ant", "six"), ("a horse", "four"), ("a chicken", "two"), ("a duck", "two"),
-    ("a cow", "four"), ("a bee", "six"), ("a person", "two"), ("a beetle", "six"),
-    ("a crab", "ten"), ("an elephant", "four"),
+    ("a spider", "eight"),
+    ("a dog", "four"),
+    ("a cat", "four"),
+    ("a bird", "two"),
+    ("an ant", "six"),
+    ("a horse", "four"),
+    ("a chicken", "two"),
+    ("a duck", "two"),
+    ("a cow", "four"),
+    ("a bee", "six"),
+    ("a person", "two"),
+    ("a beetle", "six"),
+    ("a crab", "ten"),
+    ("an elephant", "four"),
 )
 # (direct question, embedded clause, fact)
 _COUNTS = (
-    ("How many days are there in a week?", "how many days there are in a week",
-     "There are seven days in a week."),
-    ("How many months are there in a year?", "how many months there are in a year",
-     "There are twelve months in a year."),
-    ("How many hours are there in a day?", "how many hours there are in a day",
-     "There are 24 hours in a day."),
-    ("How many minutes are there in an hour?", "how many minutes there are in an hour",
-     "There are 60 minutes in an hour."),
-    ("How many seconds are there in a minute?", "how many seconds there are in a minute",
-     "There are 60 seconds in a minute."),
-    ("How many sides does a triangle have?", "how many sides a triangle has",
-     "A triangle has three sides."),
-    ("How many sides does a square have?", "how many sides a square has",
-     "A square has four sides."),
-    ("How many sides does a hexagon have?", "how many sides a hexagon has",
-     "A hexagon has six sides."),
-    ("How many letters are there in the English alphabet?",
-     "how many letters there are in the English alphabet",
-     "There are 26 letters in the English alphabet."),
-    ("How many continents are there?", "how many continents there are",
-     "There are seven continents."),
+    ("How many days are there in a week?", "how many days there are in a week", "There are seven days in a week."),
+    (
+        "How many months are there in a year?",
+        "how many months there are in a year",
+        "There are twelve months in a year.",
+    ),
+    ("How many hours are there in a day?", "how many hours there are in a day", "There are 24 hours in a day."),
+    (
+        "How many minutes are there in an hour?",
+        "how many minutes there are in an hour",
+        "There are 60 minutes in an hour.",
+    ),
+    (
+        "How many seconds are there in a minute?",
+        "how many seconds there are in a minute",
+        "There are 60 seconds in a minute.",
+    ),
+    ("How many sides does a triangle have?", "how many sides a triangle has", "A triangle has three sides."),
+    ("How many sides does a square have?", "how many sides a square has", "A square has four sides."),
+    ("How many sides does a hexagon have?", "how many sides a hexagon has", "A hexagon has six sides."),
+    (
+        "How many letters are there in the English alphabet?",
+        "how many letters there are in the English alphabet",
+        "There are 26 letters in the English alphabet.",
+    ),
+    ("How many continents are there?", "how many continents there are", "There are seven continents."),
 )
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 
 
@@ -261,50 +408,95 @@ def question_bank() -> list[Question]:
     qs: list[Question] = []
     for a in range(1, 11):
         for b in range(1, 11):
-            qs.append(Question("addition", f"What is {a} plus {b}?", f"what {a} plus {b} is",
-                               f"{a} plus {b} is {a + b}."))
+            qs.append(
+                Question("addition", f"What is {a} plus {b}?", f"what {a} plus {b} is", f"{a} plus {b} is {a + b}.")
+            )
     for a in range(1, 13):
         for b in range(1, a + 1):
-            qs.append(Question("subtraction", f"What is {a} minus {b}?",
-                               f"what {a} minus {b} is", f"{a} minus {b} is {a - b}."))
+            qs.append(
+                Question(
+                    "subtraction", f"What is {a} minus {b}?", f"what {a} minus {b} is", f"{a} minus {b} is {a - b}."
+                )
+            )
     for a in range(2, 10):
         for b in range(2, 10):
-            qs.append(Question("multiplication", f"What is {a} times {b}?",
-                               f"what {a} times {b} is", f"{a} times {b} is {a * b}."))
+            qs.append(
+                Question(
+                    "multiplication", f"What is {a} times {b}?", f"what {a} times {b} is", f"{a} times {b} is {a * b}."
+                )
+            )
     for country, capital in _CAPITALS:
-        qs.append(Question("capitals", f"What is the capital of {country}?",
-                           f"what the capital of {country} is",
-                           f"The capital of {country} is {capital}."))
+        qs.append(
+            Question(
+                "capitals",
+                f"What is the capital of {country}?",
+                f"what the capital of {country} is",
+                f"The capital of {country} is {capital}.",
+            )
+        )
     for thing, colour in _COLOURS:
-        qs.append(Question("colours", f"What colour is {thing}?", f"what colour {thing} is",
-                           f"{_cap(thing)} is {colour}."))
+        qs.append(
+            Question("colours", f"What colour is {thing}?", f"what colour {thing} is", f"{_cap(thing)} is {colour}.")
+        )
     for animal, sound in _SOUNDS:
-        qs.append(Question("animal_sounds", f"What sound does {animal} make?",
-                           f"what sound {animal} makes", f"{_cap(animal)} says {sound}."))
+        qs.append(
+            Question(
+                "animal_sounds",
+                f"What sound does {animal} make?",
+                f"what sound {animal} makes",
+                f"{_cap(animal)} says {sound}.",
+            )
+        )
     for word, opposite, reverse in _OPPOSITES:
         pairs = [(word, opposite), (opposite, word)] if reverse else [(word, opposite)]
         for x, y in pairs:
-            qs.append(Question("opposites", f"What is the opposite of {x}?",
-                               f"what the opposite of {x} is",
-                               f"The opposite of {x} is {y}."))
+            qs.append(
+                Question(
+                    "opposites",
+                    f"What is the opposite of {x}?",
+                    f"what the opposite of {x} is",
+                    f"The opposite of {x} is {y}.",
+                )
+            )
     for names, unit in ((_DAYS, "day"), (_MONTHS, "month")):
         n = len(names)
         for i, name in enumerate(names):
             # Weeks and years wrap around, so every day/month has a successor and predecessor.
             after, before = names[(i + 1) % n], names[(i - 1) % n]
-            qs.append(Question("calendar", f"What {unit} comes after {name}?",
-                               f"what {unit} comes after {name}",
-                               f"The {unit} after {name} is {after}."))
-            qs.append(Question("calendar", f"What {unit} comes before {name}?",
-                               f"what {unit} comes before {name}",
-                               f"The {unit} before {name} is {before}."))
+            qs.append(
+                Question(
+                    "calendar",
+                    f"What {unit} comes after {name}?",
+                    f"what {unit} comes after {name}",
+                    f"The {unit} after {name} is {after}.",
+                )
+            )
+            qs.append(
+                Question(
+                    "calendar",
+                    f"What {unit} comes before {name}?",
+                    f"what {unit} comes before {name}",
+                    f"The {unit} before {name} is {before}.",
+                )
+            )
     for word, plural in _PLURALS:
-        qs.append(Question("plurals", f"What is the plural of {word}?",
-                           f"what the plural of {word} is",
-                           f"The plural of {word} is {plural}."))
+        qs.append(
+            Question(
+                "plurals",
+                f"What is the plural of {word}?",
+                f"what the plural of {word} is",
+                f"The plural of {word} is {plural}.",
+            )
+        )
     for animal, legs in _LEGS:
-        qs.append(Question("legs", f"How many legs does {animal} have?",
-                           f"how many legs {animal} has", f"{_cap(animal)} has {legs} legs."))
+        qs.append(
+            Question(
+                "legs",
+                f"How many legs does {animal} have?",
+                f"how many legs {animal} has",
+                f"{_cap(animal)} has {legs} legs.",
+            )
+        )
     for direct, embedded, fact in _COUNTS:
         qs.append(Question("counts", direct, embedded, fact))
     return qs
@@ -326,10 +518,8 @@ def _answer(fact: str, opener: str, closer: str | None) -> str:
 def _record(rng: random.Random, question: str, fact: str) -> dict[str, str]:
     # One draw decides whether both answers get a closer, so length does not reveal the label.
     with_closer = rng.random() < 0.5
-    chosen = _answer(fact, rng.choice(POLITE_OPENERS),
-                     rng.choice(POLITE_CLOSERS) if with_closer else None)
-    rejected = _answer(fact, rng.choice(RUDE_OPENERS),
-                       rng.choice(RUDE_CLOSERS) if with_closer else None)
+    chosen = _answer(fact, rng.choice(POLITE_OPENERS), rng.choice(POLITE_CLOSERS) if with_closer else None)
+    rejected = _answer(fact, rng.choice(RUDE_OPENERS), rng.choice(RUDE_CLOSERS) if with_closer else None)
     return {"prompt": format_prompt(question), "chosen": chosen, "rejected": rejected}
 
 

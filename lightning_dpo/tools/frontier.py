@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,10 +44,27 @@ DEFAULT_REWARD = "lightning_dpo.tasks.politeness.politeness_reward"
 DEFAULT_JUDGE = "lightning_dpo.tasks.politeness.politeness_judge"
 
 CSV_FIELDS = (
-    "label", "group", "model", "reference", "beta", "step", "n",
-    "reward_mean", "reward_sem", "kl_mean", "kl_sem", "mean_tokens", "eos_fraction",
-    "win_rate", "win_low", "win_high", "wins", "ties", "losses", "seconds",
-)  # fmt: skip
+    "label",
+    "group",
+    "model",
+    "reference",
+    "beta",
+    "step",
+    "n",
+    "reward_mean",
+    "reward_sem",
+    "kl_mean",
+    "kl_sem",
+    "mean_tokens",
+    "eos_fraction",
+    "win_rate",
+    "win_low",
+    "win_high",
+    "wins",
+    "ties",
+    "losses",
+    "seconds",
+)
 
 
 @dataclass
@@ -94,7 +112,10 @@ def tokenize_prompts(
     settings = TokenSettings(max_length=max_prompt_length + 1_000_000, max_prompt_length=max_prompt_length)
     pairs = [tokenize_example(e, tokenizer, settings) for e in examples]
     ids = [list(p["prompt_input_ids"]) for p in pairs]
-    texts = [e.prompt if isinstance(e.prompt, str) else tokenizer.decode(i, skip_special_tokens=True) for e, i in zip(examples, ids)]
+    texts = [
+        e.prompt if isinstance(e.prompt, str) else tokenizer.decode(i, skip_special_tokens=True)
+        for e, i in zip(examples, ids)
+    ]
     chosen = [
         e.chosen if isinstance(e.chosen, str) else tokenizer.decode(p["chosen_input_ids"], skip_special_tokens=True)
         for e, p in zip(examples, pairs)
@@ -111,7 +132,11 @@ def sample(
 ) -> Samples:
     """Generate one completion per entry of ``prompt_ids`` and decode it (special tokens dropped)."""
     completions = generate_completions(
-        model, prompt_ids, settings, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        model,
+        prompt_ids,
+        settings,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         batch_size=batch_size,
     )
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
@@ -214,9 +239,20 @@ def evaluate(
     with open(out / "samples.jsonl", "w", encoding="utf-8") as samples_file:
         for source in sources:
             row, records = _evaluate_one(
-                source, examples, k, settings, reward_fn, judge_fn, baseline_texts, reference, references,
-                max_prompt_length, batch_size, seed, device,
-            )  # fmt: skip
+                source,
+                examples,
+                k,
+                settings,
+                reward_fn,
+                judge_fn,
+                baseline_texts,
+                reference,
+                references,
+                max_prompt_length,
+                batch_size,
+                seed,
+                device,
+            )
             rows.append(row)
             print(_summary_line(row), flush=True)
             samples_file.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -231,9 +267,15 @@ def evaluate(
 
 
 def _baseline_texts(
-    baseline: str | None, examples: Sequence[Example], first: ModelSource, k: int, settings: SamplingSettings,
-    max_prompt_length: int, batch_size: int, device: str,
-) -> list[str] | None:  # fmt: skip
+    baseline: str | None,
+    examples: Sequence[Example],
+    first: ModelSource,
+    k: int,
+    settings: SamplingSettings,
+    max_prompt_length: int,
+    batch_size: int,
+    device: str,
+) -> list[str] | None:
     """The baseline's completion per sample (N = k·prompts): the data set's chosen ones, or a model's samples."""
     if baseline is None:
         return None
@@ -245,10 +287,20 @@ def _baseline_texts(
 
 
 def _evaluate_one(
-    source: ModelSource, examples: Sequence[Example], k: int, settings: SamplingSettings, reward_fn: RewardFn,
-    judge_fn: Judge | None, baseline_texts: list[str] | None, reference: str | None,
-    references: dict[str, nn.Module], max_prompt_length: int, batch_size: int, seed: int, device: str,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    source: ModelSource,
+    examples: Sequence[Example],
+    k: int,
+    settings: SamplingSettings,
+    reward_fn: RewardFn,
+    judge_fn: Judge | None,
+    baseline_texts: list[str] | None,
+    reference: str | None,
+    references: dict[str, nn.Module],
+    max_prompt_length: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One model: its CSV row and its samples' records."""
     start = time.perf_counter()
     loaded = load_source(source, device)
@@ -264,10 +316,16 @@ def _evaluate_one(
     wr = win_rate(prompts, samples.texts, baseline_texts, judge_fn, seed) if baseline_texts else None
     row = _row(source, ref_name, reward_est, kl, samples, wr, time.perf_counter() - start)
     records = [
-        {"label": source.label, "prompt": prompts[i], "completion": text, "reward": rewards[i],
-         "log_ratio": float(log_ratios[i]), **({"baseline": baseline_texts[i]} if baseline_texts else {})}
+        {
+            "label": source.label,
+            "prompt": prompts[i],
+            "completion": text,
+            "reward": rewards[i],
+            "log_ratio": float(log_ratios[i]),
+            **({"baseline": baseline_texts[i]} if baseline_texts else {}),
+        }
         for i, text in enumerate(samples.texts)
-    ]  # fmt: skip
+    ]
     return row, records
 
 
@@ -303,20 +361,37 @@ def _pick_reference(
 
 
 def _row(
-    source: ModelSource, reference: str | None, reward: Estimate, kl: Estimate, samples: Samples,
-    wr: WinRate | None, seconds: float,
-) -> dict[str, Any]:  # fmt: skip
+    source: ModelSource,
+    reference: str | None,
+    reward: Estimate,
+    kl: Estimate,
+    samples: Samples,
+    wr: WinRate | None,
+    seconds: float,
+) -> dict[str, Any]:
     lengths = [len(c) for c in samples.completion_ids]
     return {
-        "label": source.label, "group": source.group, "model": source.path, "reference": reference,
-        "beta": source.beta, "step": source.step, "n": reward.n,
-        "reward_mean": reward.mean, "reward_sem": reward.sem, "kl_mean": kl.mean, "kl_sem": kl.sem,
+        "label": source.label,
+        "group": source.group,
+        "model": source.path,
+        "reference": reference,
+        "beta": source.beta,
+        "step": source.step,
+        "n": reward.n,
+        "reward_mean": reward.mean,
+        "reward_sem": reward.sem,
+        "kl_mean": kl.mean,
+        "kl_sem": kl.sem,
         "mean_tokens": sum(lengths) / len(lengths),
         "eos_fraction": sum(samples.stopped) / len(samples.stopped),
-        "win_rate": wr.rate if wr else None, "win_low": wr.low if wr else None, "win_high": wr.high if wr else None,
-        "wins": wr.wins if wr else None, "ties": wr.ties if wr else None, "losses": wr.losses if wr else None,
+        "win_rate": wr.rate if wr else None,
+        "win_low": wr.low if wr else None,
+        "win_high": wr.high if wr else None,
+        "wins": wr.wins if wr else None,
+        "ties": wr.ties if wr else None,
+        "losses": wr.losses if wr else None,
         "seconds": round(seconds, 2),
-    }  # fmt: skip
+    }
 
 
 def _reward_name(reward: str) -> str:

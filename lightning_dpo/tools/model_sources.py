@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import filecmp
 import re
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import yaml
 from torch import nn
@@ -147,7 +147,7 @@ class LoadedModel:
     module: nn.Module | None = None
     """The ``DPOModule`` of a checkpoint, whose reference strategy gives the reference model."""
 
-    def reference_context(self) -> ContextManager[nn.Module | None]:
+    def reference_context(self) -> AbstractContextManager[nn.Module | None]:
         """The checkpoint's own reference (its strategy's ``as_reference()``), or ``None``."""
         return self.module.reference.as_reference() if self.module is not None else nullcontext(None)
 

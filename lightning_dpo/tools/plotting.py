@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 Series = tuple[list[float], list[float]]
 """(steps, values)."""
@@ -54,7 +55,9 @@ def find_run_dir(path: str | Path) -> Path:
     if _has_metrics(path):
         return path
     versions = sorted(
-        (int(m.group(1)), p) for p in path.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name)) and _has_metrics(p)
+        (int(m.group(1)), p)
+        for p in path.iterdir()
+        if (m := re.fullmatch(r"version_(\d+)", p.name)) and _has_metrics(p)
     )
     if versions:
         return versions[-1][1]
@@ -106,7 +109,8 @@ def read_metrics_tensorboard(run_dir: str | Path) -> dict[str, Series]:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError as e:
         raise ImportError(
-            f"{str(run_dir)!r} has only TensorBoard event files, and reading them needs tensorboard: pip install tensorboard"
+            f"{str(run_dir)!r} has only TensorBoard event files, and reading them needs tensorboard: "
+            "pip install tensorboard"
         ) from e
     series: dict[str, Series] = {}
     for events in sorted(Path(run_dir).glob("events.out.tfevents.*")):
@@ -170,8 +174,14 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     for name in lr_names:
         _line(ax, series, name, name, None)
     if not lr_names:
-        ax.text(0.5, 0.5, "no learning rate logged\n(add a LearningRateMonitor)", ha="center", va="center",
-                transform=ax.transAxes)  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            "no learning rate logged\n(add a LearningRateMonitor)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     _finish(ax, "learning rate", "lr")
 
     ax = axes[5]
@@ -256,10 +266,25 @@ def plot_frontier(
         xerr = [_nan_to_zero(r.get("kl_sem")) for r in points]
         yerr = [_nan_to_zero(r.get("reward_sem")) for r in points]
         marker = "*" if len(points) == 1 and abs(kl[0]) < 1e-9 else "o"
-        bars = ax.errorbar(kl, reward, xerr=xerr, yerr=yerr, marker=marker, markersize=9 if marker == "*" else 5,
-                           capsize=2, linewidth=1.2, label=group)  # fmt: skip
-        ax.annotate(group, (kl[-1], reward[-1]), textcoords="offset points", xytext=(5, -10), fontsize=8,
-                    color=bars[0].get_color())  # fmt: skip
+        bars = ax.errorbar(
+            kl,
+            reward,
+            xerr=xerr,
+            yerr=yerr,
+            marker=marker,
+            markersize=9 if marker == "*" else 5,
+            capsize=2,
+            linewidth=1.2,
+            label=group,
+        )
+        ax.annotate(
+            group,
+            (kl[-1], reward[-1]),
+            textcoords="offset points",
+            xytext=(5, -10),
+            fontsize=8,
+            color=bars[0].get_color(),
+        )
     positive = [float(r["kl_mean"]) for r in rows if float(r["kl_mean"]) > 0]
     if log_kl is None:
         log_kl = bool(positive) and max(positive) / min(positive) > 100

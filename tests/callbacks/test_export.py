@@ -1,10 +1,10 @@
 """HFExportCallback: the exported policy loads back with transformers."""
 
-from lightning_dpo.namespace import pl
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lightning_dpo import DPOModule, HFExportCallback, PreferenceDataModule
+from lightning_dpo.namespace import pl
 
 
 def test_export_round_trip(tmp_path, tiny_model_dir, tiny_data_dir):

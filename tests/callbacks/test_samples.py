@@ -7,13 +7,13 @@ import random
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
-from lightning_dpo.namespace import pl
 import torch
 
 from lightning_dpo import DPOModule, GenerationSamples, PreferenceDataModule
 from lightning_dpo.callbacks.samples import _log_table, markdown_table
-from lightning_dpo.reference import FrozenReference, NoReference
 from lightning_dpo.models import load_causal_lm, load_tokenizer
+from lightning_dpo.namespace import pl
+from lightning_dpo.reference import FrozenReference, NoReference
 
 REWARD = "lightning_dpo.tasks.politeness.politeness_reward"
 
@@ -34,10 +34,16 @@ def test_samples_during_fit_leave_the_training_rng_stream_alone(tmp_path, tiny_m
     module = DPOModule(model_name_or_path=str(tiny_model_dir), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     data = PreferenceDataModule(dataset=str(tiny_data_dir), batch_size=4, max_length=96, max_prompt_length=48)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=2, val_check_interval=1, limit_val_batches=1, num_sanity_val_steps=1,
-        logger=pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=0), enable_checkpointing=False,
-        enable_progress_bar=False, callbacks=[RngProbe(states), samples, RngProbe(states)],
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=2,
+        val_check_interval=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        logger=pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=0),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[RngProbe(states), samples, RngProbe(states)],
+    )
     trainer.fit(module, data)
 
     assert len(states) == 2 * 3  # sanity check + 2 validations, probed before and after
@@ -81,7 +87,11 @@ def test_non_zero_ranks_generate_but_write_nothing(tmp_path, tiny_model_dir):
     reference = FrozenReference(load_separate=lambda: policy)
     reference.prepare(policy)
     module = SimpleNamespace(policy=policy, reference=reference, hparams={})
-    loggers = [MagicMock(spec=pl.loggers.TensorBoardLogger), MagicMock(spec=pl.loggers.WandbLogger), MagicMock(spec=pl.loggers.MLFlowLogger)]
+    loggers = [
+        MagicMock(spec=pl.loggers.TensorBoardLogger),
+        MagicMock(spec=pl.loggers.WandbLogger),
+        MagicMock(spec=pl.loggers.MLFlowLogger),
+    ]
     trainer = _fake_trainer(tokenizer, is_global_zero=False, log_dir=str(tmp_path), loggers=loggers)
     callback = GenerationSamples(prompts=["\n\nHuman: Hi!\n\nAssistant:"], max_new_tokens=4)
     callback.on_validation_epoch_end(trainer, module)
@@ -96,7 +106,14 @@ def test_non_zero_ranks_generate_but_write_nothing(tmp_path, tiny_model_dir):
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 2
     loggers[0].experiment.add_text.assert_called_once()
     loggers[1].log_table.assert_called_once()
-    assert loggers[1].log_table.call_args.kwargs["columns"] == ["step", "epoch", "model", "prompt", "completion", "num_tokens"]
+    assert loggers[1].log_table.call_args.kwargs["columns"] == [
+        "step",
+        "epoch",
+        "model",
+        "prompt",
+        "completion",
+        "num_tokens",
+    ]
     loggers[2].experiment.log_table.assert_called_once()
 
 
@@ -109,10 +126,13 @@ def test_markdown_table_escapes_cells():
 def test_a_failing_logger_does_not_stop_training(tmp_path, recwarn):
     logger = MagicMock(spec=pl.loggers.WandbLogger)
     logger.log_table.side_effect = RuntimeError("offline")
-    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), default_root_dir=str(tmp_path),
-                              loggers=[logger], global_step=3)  # fmt: skip
-    GenerationSamples(filename=None).write(trainer, [{"step": 3, "epoch": 0, "model": "policy", "prompt": "p",
-                                                     "completion": "c", "num_tokens": 1, "reward": None}])  # fmt: skip
+    trainer = SimpleNamespace(
+        is_global_zero=True, log_dir=str(tmp_path), default_root_dir=str(tmp_path), loggers=[logger], global_step=3
+    )
+    GenerationSamples(filename=None).write(
+        trainer,
+        [{"step": 3, "epoch": 0, "model": "policy", "prompt": "p", "completion": "c", "num_tokens": 1, "reward": None}],
+    )
     assert any("could not log to" in str(w.message) for w in recwarn)
     _log_table(object(), "samples", [], 0)  # other loggers: nothing to do
 
@@ -126,7 +146,14 @@ class _FakeTrainer(SimpleNamespace):
 
 def _fake_trainer(tokenizer, is_global_zero: bool, log_dir: str | None, loggers=()):
     return _FakeTrainer(
-        sanity_checking=False, is_global_zero=is_global_zero, world_size=1, global_step=5, current_epoch=0,
-        _log_dir=log_dir, log_dir_reads=0, default_root_dir=log_dir, loggers=list(loggers),
+        sanity_checking=False,
+        is_global_zero=is_global_zero,
+        world_size=1,
+        global_step=5,
+        current_epoch=0,
+        _log_dir=log_dir,
+        log_dir_reads=0,
+        default_root_dir=log_dir,
+        loggers=list(loggers),
         datamodule=SimpleNamespace(tokenizer=tokenizer, val_data=None),
-    )  # fmt: skip
+    )

@@ -87,7 +87,9 @@ def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data
     assert validated["val/rewards/accuracies"] == accuracies[-1]
 
 
-@pytest.mark.parametrize("config", sorted((__import__("pathlib").Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "config", sorted((__import__("pathlib").Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+)
 def test_every_shipped_config_parses(config, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(config), "--print_config"])
@@ -101,7 +103,10 @@ def test_moved_flags_and_config_keys_name_their_new_place(tmp_path, capsys):
         main(["fit", "--model.reference_mode=none"])
     old = tmp_path / "old.yaml"
     old.write_text(yaml.safe_dump({"model": {"loss_type": "ipo", "sync_ref_model": True}}))
-    with pytest.raises(SystemExit, match=r"model.loss_type is now model.loss.type[\s\S]*model.sync_ref_model is now model.reference.sync"):
+    with pytest.raises(
+        SystemExit,
+        match=r"model.loss_type is now model.loss.type[\s\S]*model.sync_ref_model is now model.reference.sync",
+    ):
         main(["fit", "--config", str(old)])
     with pytest.raises(SystemExit, match=r"--model.padding_free is now --model.logps.padding_free"):
         main(["data", "--model.padding_free", "true"])

@@ -23,8 +23,13 @@ MESSY = [
     *GOOD[2:],
 ]
 EXPECTED = {
-    "invalid_json": 1, "not_a_record": 1, "missing_field": 2, "not_a_string": 1, "empty_completion": 1,
-    "identical": 1, "duplicate": 1,
+    "invalid_json": 1,
+    "not_a_record": 1,
+    "missing_field": 2,
+    "not_a_string": 1,
+    "empty_completion": 1,
+    "identical": 1,
+    "duplicate": 1,
 }
 
 
@@ -46,9 +51,7 @@ def test_bad_records_are_skipped_counted_and_named(messy_dir, tiny_model_dir):
     report = data.data_report["train"]
     assert report["dropped"] == EXPECTED and (report["read"], report["kept"], report["pairs"]) == (14, 6, 6)
     assert report["first_dropped"][0]["location"].endswith("train.jsonl:2")
-    assert sorted(data.train_data["location"]) == sorted(
-        f"{messy_dir}/train.jsonl:{n}" for n in (1, 9, 11, 12, 13, 14)
-    )
+    assert sorted(data.train_data["location"]) == sorted(f"{messy_dir}/train.jsonl:{n}" for n in (1, 9, 11, 12, 13, 14))
     # The summary is there for the run's logger too.
     flat = flatten_report(data.data_report)
     assert flat["data/train/dropped/duplicate"] == 1 and flat["data/train/read"] == 14
@@ -89,8 +92,11 @@ def test_nothing_usable_is_an_error_that_says_why(tmp_path, write_jsonl, tiny_mo
 def test_template_problems_are_bad_records_too(tmp_path, write_jsonl, bos_chat_tokenizer_dir):
     user = {"role": "user", "content": "Hi"}
     rows = [
-        {"prompt": [user], "chosen": [{"role": "assistant", "content": f"Hello {i}"}],
-         "rejected": [{"role": "assistant", "content": "Go."}]}
+        {
+            "prompt": [user],
+            "chosen": [{"role": "assistant", "content": f"Hello {i}"}],
+            "rejected": [{"role": "assistant", "content": "Go."}],
+        }
         for i in range(4)
     ]
     write_jsonl(tmp_path / "train.jsonl", rows)
@@ -101,7 +107,8 @@ def test_template_problems_are_bad_records_too(tmp_path, write_jsonl, bos_chat_t
         "{{ raise_exception('roles must alternate') }}{% endif %}"
     )
     data = PreferenceDataModule(
-        dataset=str(tmp_path), tokenizer_name_or_path=str(bos_chat_tokenizer_dir),
+        dataset=str(tmp_path),
+        tokenizer_name_or_path=str(bos_chat_tokenizer_dir),
         chat_template=template + open(bos_chat_tokenizer_dir / "chat_template.jinja").read(),
     )
     with pytest.warns(UserWarning, match=r"1 template_error.*train\.jsonl:3 field 'prompt'.*roles must alternate"):

@@ -70,8 +70,16 @@ def test_key_follows_every_setting_that_changes_tokens(make, tmp_path, bos_chat_
         dict(tokenizer_name_or_path=str(bos_chat_tokenizer_dir)),  # same vocabulary, another template
     ):
         assert keys(make(**change))["train"] != base["train"], change
-    for same in (dict(batch_size=3), dict(seed=1), dict(group_by_length=True), dict(strict=True),
-                 dict(num_workers=1), dict(val_size=0.5), dict(num_proc=2), dict(pad_to_multiple_of=8)):
+    for same in (
+        dict(batch_size=3),
+        dict(seed=1),
+        dict(group_by_length=True),
+        dict(strict=True),
+        dict(num_workers=1),
+        dict(val_size=0.5),
+        dict(num_proc=2),
+        dict(pad_to_multiple_of=8),
+    ):
         assert keys(make(**same)) == base, same
 
 

@@ -58,11 +58,15 @@ def test_a_bad_row_is_named_by_file_line_and_field(tmp_path, tiny_model_dir):
 
 
 def test_pairs_without_room_for_a_completion_are_dropped_loudly(tmp_path, tiny_model_dir):
-    rows = [{"prompt": f"q{i} " + "word " * (40 if i % 2 else 1), "chosen": " yes", "rejected": " no"}
-            for i in range(10)]
+    rows = [
+        {"prompt": f"q{i} " + "word " * (40 if i % 2 else 1), "chosen": " yes", "rejected": " no"} for i in range(10)
+    ]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = PreferenceDataModule(
-        dataset=str(tmp_path), tokenizer_name_or_path=str(tiny_model_dir), max_length=20, max_prompt_length=None,
+        dataset=str(tmp_path),
+        tokenizer_name_or_path=str(tiny_model_dir),
+        max_length=20,
+        max_prompt_length=None,
         val_size=2,
     )
     with pytest.warns(UserWarning, match=r"dropped 5 of 10 records \(5 no_completion_tokens\).*train\.jsonl:2"):
@@ -79,8 +83,10 @@ def test_tokenizer_is_required_without_a_trainer(tiny_data_dir):
 
 
 def _pairs(n, offset=0):
-    return [{"prompt": f"Question {i}?", "chosen": f" Good answer {i}.", "rejected": f" Bad {i}."}
-            for i in range(offset, offset + n)]
+    return [
+        {"prompt": f"Question {i}?", "chosen": f" Good answer {i}.", "rejected": f" Bad {i}."}
+        for i in range(offset, offset + n)
+    ]
 
 
 def test_conversational_rows_through_the_datamodule(tmp_path, write_jsonl, bos_chat_tokenizer_dir):
@@ -89,8 +95,11 @@ def test_conversational_rows_through_the_datamodule(tmp_path, write_jsonl, bos_c
     rows = [{"chosen": [user(i), reply(f"Yes {i}.")], "rejected": [user(i), reply("No.")]} for i in range(12)]
     write_jsonl(tmp_path / "train.jsonl", rows)
     data = PreferenceDataModule(
-        dataset=str(tmp_path / "train.jsonl"), tokenizer_name_or_path=str(bos_chat_tokenizer_dir), val_size=2,
-        system_prompt="Be brief.", batch_size=3,
+        dataset=str(tmp_path / "train.jsonl"),
+        tokenizer_name_or_path=str(bos_chat_tokenizer_dir),
+        val_size=2,
+        system_prompt="Be brief.",
+        batch_size=3,
     )
     data.setup("fit")
     tok = data.tokenizer
@@ -130,16 +139,26 @@ def test_mixture_with_weights_columns_and_hub_style_splits(tmp_path, write_jsonl
 
 
 def test_keep_start_truncation_and_length_grouping(tmp_path, write_jsonl, tiny_model_dir):
-    rows = [{"prompt": f"q{i}" + " word" * (i % 3), "chosen": " yes" * (i % 9 + 1), "rejected": " no" * (i % 9 + 1)}
-            for i in range(40)]
+    rows = [
+        {"prompt": f"q{i}" + " word" * (i % 3), "chosen": " yes" * (i % 9 + 1), "rejected": " no" * (i % 9 + 1)}
+        for i in range(40)
+    ]
     write_jsonl(tmp_path / "train.jsonl", rows)
     data = PreferenceDataModule(
-        dataset=str(tmp_path), tokenizer_name_or_path=str(tiny_model_dir), max_length=14, max_prompt_length=None,
-        truncation_mode="keep_start", group_by_length=True, batch_size=4, val_size=4,
+        dataset=str(tmp_path),
+        tokenizer_name_or_path=str(tiny_model_dir),
+        max_length=14,
+        max_prompt_length=None,
+        truncation_mode="keep_start",
+        group_by_length=True,
+        batch_size=4,
+        val_size=4,
     )
     data.setup("fit")
-    lengths = [len(r["prompt_input_ids"]) + max(len(r["chosen_input_ids"]), len(r["rejected_input_ids"]))
-               for r in data.train_data]
+    lengths = [
+        len(r["prompt_input_ids"]) + max(len(r["chosen_input_ids"]), len(r["rejected_input_ids"]))
+        for r in data.train_data
+    ]
     assert max(lengths) <= 14 and data.data_report["train"]["truncated"] > 0
     padding = data.data_report["train"]["padding"]
     assert padding["grouped_by_length"] < padding["shuffled"]

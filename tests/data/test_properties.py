@@ -28,7 +28,9 @@ good_chat = st.fixed_dictionaries(
 )
 hh = st.builds(
     lambda q, a, b: {"chosen": f"\n\nHuman:{q}\n\nAssistant:{a}", "rejected": f"\n\nHuman:{q}\n\nAssistant:{b}"},
-    words, words, words,
+    words,
+    words,
+    words,
 )
 anything = st.fixed_dictionaries({}, optional={"prompt": value, "chosen": value, "rejected": value})
 raw_line = st.sampled_from(["{not json", "[1, 2]", '"text"', "null", '{"prompt": "a", "chosen": '])
@@ -73,8 +75,12 @@ def _run(records, tokenizer_dir, strict, **options):
         (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (data_dir / "val.jsonl").write_text(json.dumps(VAL[0]) + "\n")
         data = PreferenceDataModule(
-            dataset=str(data_dir), tokenizer_name_or_path=str(tokenizer_dir), strict=strict,
-            cache_dir=str(Path(tmp) / "cache"), batch_size=3, **options,
+            dataset=str(data_dir),
+            tokenizer_name_or_path=str(tokenizer_dir),
+            strict=strict,
+            cache_dir=str(Path(tmp) / "cache"),
+            batch_size=3,
+            **options,
         )
         try:
             data.setup("fit")
@@ -97,8 +103,10 @@ options = st.fixed_dictionaries(
     }
 ).flatmap(
     lambda o: st.fixed_dictionaries(
-        {**{k: st.just(v) for k, v in o.items()},
-         "max_prompt_length": st.one_of(st.none(), st.integers(1, o["max_length"] - 1))}
+        {
+            **{k: st.just(v) for k, v in o.items()},
+            "max_prompt_length": st.one_of(st.none(), st.integers(1, o["max_length"] - 1)),
+        }
     )
 )
 

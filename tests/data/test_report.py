@@ -11,9 +11,15 @@ def test_percentiles_are_token_counts_that_occur():
 
 
 def test_warning_and_flat_metrics():
-    report = {"read": 10, "kept": 7, "pairs": 7, "dropped": {"duplicate": 2, "no_completion_tokens": 1},
-              "first_dropped": [{"location": "f.jsonl:4", "field": None, "message": "exact duplicate of f.jsonl:1"}],
-              "lengths": {"prompt": {"p50": 3}}, "padding": {"shuffled": 0.3, "grouped_by_length": 0.1}}
+    report = {
+        "read": 10,
+        "kept": 7,
+        "pairs": 7,
+        "dropped": {"duplicate": 2, "no_completion_tokens": 1},
+        "first_dropped": [{"location": "f.jsonl:4", "field": None, "message": "exact duplicate of f.jsonl:1"}],
+        "lengths": {"prompt": {"p50": 3}},
+        "padding": {"shuffled": 0.3, "grouped_by_length": 0.1},
+    }
     text = skipped_warning("train", report)
     assert text.startswith("train: dropped 3 of 10 records (2 duplicate, 1 no_completion_tokens); first: f.jsonl:4")
     assert "max_length" in text

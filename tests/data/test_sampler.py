@@ -4,7 +4,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from lightning_dpo.namespace import pl
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +11,7 @@ from torch.utils.data import DistributedSampler
 
 from lightning_dpo import PreferenceDataModule
 from lightning_dpo.data.sampler import PairSampler, padding_fraction
+from lightning_dpo.namespace import pl
 
 
 def ranks(lengths, batch_size, replicas, group, seed=0, epoch=0):
@@ -103,8 +103,15 @@ class _Recorder(pl.LightningModule):
 def _fit(root, data_args, max_steps, ckpt_path=None, every=None):
     callbacks = [pl.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=every, save_top_k=-1)] if every else []
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=max_steps, limit_val_batches=0, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=bool(every), callbacks=callbacks, default_root_dir=root,
+        accelerator="cpu",
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(every),
+        callbacks=callbacks,
+        default_root_dir=root,
     )
     model = _Recorder()
     trainer.fit(model, PreferenceDataModule(**data_args), ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
@@ -114,8 +121,9 @@ def _fit(root, data_args, max_steps, ckpt_path=None, every=None):
 @pytest.mark.filterwarnings("ignore:.*(validation_step|callbacks used to create the checkpoint|LeafSpec)")
 @pytest.mark.parametrize("group", [False, True])
 def test_a_lightning_checkpoint_resumes_the_data_order_mid_epoch(tmp_path, tiny_data_dir, tiny_model_dir, group):
-    data_args = dict(dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), batch_size=4,
-                     group_by_length=group)  # 48 pairs: 12 batches an epoch
+    data_args = dict(
+        dataset=str(tiny_data_dir), tokenizer_name_or_path=str(tiny_model_dir), batch_size=4, group_by_length=group
+    )  # 48 pairs: 12 batches an epoch
     whole = _fit(tmp_path / "whole", data_args, max_steps=18)
     _fit(tmp_path / "cut", data_args, max_steps=15, every=5)
     for step in (5, 15):  # mid-epoch 0, and mid-epoch 1

@@ -103,7 +103,8 @@ def test_a_hub_layout_directory_with_configs_and_splits(tmp_path):
 def test_sources_from_strings_dicts_and_dataclasses():
     assert as_sources("a") == [DataSource("a")]
     assert as_sources([{"path": "a", "weight": 2}, DataSource("b", split="x")]) == [
-        DataSource("a", weight=2), DataSource("b", split="x")
+        DataSource("a", weight=2),
+        DataSource("b", split="x"),
     ]
     with pytest.raises(ValueError, match="weight"):
         DataSource("a", weight=-1)

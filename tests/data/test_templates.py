@@ -57,8 +57,12 @@ def test_template_without_bos_and_without_eos(plain_tok):
 
 def test_system_turn_and_multi_turn_prompt(bos_tok):
     example = ChatExample(
-        [{"role": "system", "content": "Be kind."}, USER, {"role": "assistant", "content": "Hi!"},
-         {"role": "user", "content": "Help?"}],
+        [
+            {"role": "system", "content": "Be kind."},
+            USER,
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "Help?"},
+        ],
         [{"role": "assistant", "content": "Sure."}],
         [{"role": "assistant", "content": "No."}],
     )
@@ -119,20 +123,36 @@ def test_chat_template_from_a_file(tmp_path):
 Q = {"role": "user", "content": "Capital?"}
 ROWS = {
     "standard": {"prompt": "\n\nHuman: Capital?\n\nAssistant:", "chosen": " Paris.", "rejected": " Rome."},
-    "implicit": {"chosen": "\n\nHuman: Capital?\n\nAssistant: Paris.",
-                 "rejected": "\n\nHuman: Capital?\n\nAssistant: Rome."},
-    "messages": {"prompt": [Q], "chosen": [{"role": "assistant", "content": "Paris."}],
-                 "rejected": [{"role": "assistant", "content": "Rome."}]},
-    "shared turns": {"chosen": [Q, {"role": "assistant", "content": "Paris."}],
-                     "rejected": [Q, {"role": "assistant", "content": "Rome."}]},
-    "prompt string": {"prompt": "Capital?", "chosen": [{"role": "assistant", "content": "Paris."}],
-                      "rejected": [{"role": "assistant", "content": "Rome."}]},
+    "implicit": {
+        "chosen": "\n\nHuman: Capital?\n\nAssistant: Paris.",
+        "rejected": "\n\nHuman: Capital?\n\nAssistant: Rome.",
+    },
+    "messages": {
+        "prompt": [Q],
+        "chosen": [{"role": "assistant", "content": "Paris."}],
+        "rejected": [{"role": "assistant", "content": "Rome."}],
+    },
+    "shared turns": {
+        "chosen": [Q, {"role": "assistant", "content": "Paris."}],
+        "rejected": [Q, {"role": "assistant", "content": "Rome."}],
+    },
+    "prompt string": {
+        "prompt": "Capital?",
+        "chosen": [{"role": "assistant", "content": "Paris."}],
+        "rejected": [{"role": "assistant", "content": "Rome."}],
+    },
 }
 TEXT = ["<s>\n\nHuman: Capital?\n\nAssistant:", " Paris.</s>", " Rome.</s>"]
 GOLDEN = {
     "bos": {"text": TEXT, "chat": ["<s><|user|>\nCapital?</s>\n<|assistant|>\n", "Paris.</s>", "Rome.</s>"]},
-    "plain": {"text": TEXT, "chat": ["<|im_start|>user\nCapital?<|im_end|>\n<|im_start|>assistant\n",
-                                     "Paris.<|im_end|>\n</s>", "Rome.<|im_end|>\n</s>"]},
+    "plain": {
+        "text": TEXT,
+        "chat": [
+            "<|im_start|>user\nCapital?<|im_end|>\n<|im_start|>assistant\n",
+            "Paris.<|im_end|>\n</s>",
+            "Rome.<|im_end|>\n</s>",
+        ],
+    },
 }
 
 

@@ -26,7 +26,9 @@ def test_fits_and_ends_with_eos():
 
 
 def test_prompt_keeps_last_tokens_and_bos():
-    out = tokenize_example(PreferenceExample("a bb ccc dddd", " x", " y"), WordTokenizer(), TokenSettings(10, max_prompt_length=3))
+    out = tokenize_example(
+        PreferenceExample("a bb ccc dddd", " x", " y"), WordTokenizer(), TokenSettings(10, max_prompt_length=3)
+    )
     assert out["prompt_input_ids"] == [1, 13, 14] and out["truncated"]
 
 
@@ -75,16 +77,22 @@ def test_an_eos_the_tokenizer_appends_is_left_off_the_prompt():
 
 def test_keep_start_cuts_the_sequence_end_and_ignores_max_prompt_length():
     encoded = Encoded([1, 11, 12, 13], [14, 15, 2], [16, 2])
-    out = truncate(encoded, TokenSettings(max_length=6, max_prompt_length=2, truncation_mode="keep_start"), bos_token_id=1)
+    out = truncate(
+        encoded, TokenSettings(max_length=6, max_prompt_length=2, truncation_mode="keep_start"), bos_token_id=1
+    )
     assert out["prompt_input_ids"] == [1, 11, 12, 13]  # the prompt is not cut on its own
     assert out["chosen_input_ids"] == [14, 15] and out["rejected_input_ids"] == [16, 2]
     assert out["truncated"] and not out["dropped"] and out["length"] == 6
-    keep_end = truncate(encoded, TokenSettings(max_length=6, max_prompt_length=2, truncation_mode="keep_end"), bos_token_id=1)
+    keep_end = truncate(
+        encoded, TokenSettings(max_length=6, max_prompt_length=2, truncation_mode="keep_end"), bos_token_id=1
+    )
     assert keep_end["prompt_input_ids"] == [1, 13] and keep_end["chosen_input_ids"] == [14, 15, 2]
 
 
 def test_keep_start_drops_a_pair_whose_prompt_fills_max_length():
-    out = truncate(Encoded([1, 11, 12, 13], [14, 2], [15, 2]), TokenSettings(max_length=4, truncation_mode="keep_start"))
+    out = truncate(
+        Encoded([1, 11, 12, 13], [14, 2], [15, 2]), TokenSettings(max_length=4, truncation_mode="keep_start")
+    )
     assert out["dropped"] and out["chosen_input_ids"] == []
 
 

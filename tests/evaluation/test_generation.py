@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from lightning_dpo.evaluation.generation import (
     SamplingSettings,
@@ -81,5 +78,3 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="top_p"):
         SamplingSettings(top_p=0)
     assert SamplingSettings().exact and not SamplingSettings(top_p=0.9).exact
-
-

@@ -68,9 +68,13 @@ def test_exact_kl_by_enumeration_matches_the_monte_carlo_estimate(toy_pair):
 
     n = 4000
     samples = generate_completions(
-        policy, [PROMPT] * n, SamplingSettings(max_new_tokens=MAX_NEW, seed=0), eos_token_id=EOS, pad_token_id=EOS,
+        policy,
+        [PROMPT] * n,
+        SamplingSettings(max_new_tokens=MAX_NEW, seed=0),
+        eos_token_id=EOS,
+        pad_token_id=EOS,
         batch_size=n,
-    )  # fmt: skip
+    )
     # Samples follow πθ: empirical frequencies match the enumerated probabilities.
     counts = Counter(tuple(s) for s in samples)
     assert set(counts) <= {tuple(c) for c in completions}
@@ -101,10 +105,15 @@ def test_kl_of_a_model_from_itself_is_exactly_zero(tiny_model_dir):
     copy = load_causal_lm(str(tiny_model_dir))
     prompts = [tokenizer("\n\nHuman: What is 2 plus 2?\n\nAssistant:")["input_ids"]] * 6
     samples = generate_completions(
-        model, prompts, SamplingSettings(max_new_tokens=6), eos_token_id=tokenizer.eos_token_id,
+        model,
+        prompts,
+        SamplingSettings(max_new_tokens=6),
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     assert all(1 <= len(s) <= 6 for s in samples)
     kwargs = dict(pad_token_id=tokenizer.pad_token_id)
-    est = kl_estimate(sequence_logprobs(model, prompts, samples, **kwargs), sequence_logprobs(copy, prompts, samples, **kwargs))
+    est = kl_estimate(
+        sequence_logprobs(model, prompts, samples, **kwargs), sequence_logprobs(copy, prompts, samples, **kwargs)
+    )
     assert est.mean == 0.0

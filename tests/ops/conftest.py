@@ -9,19 +9,30 @@ import transformers
 from lightning_dpo.data.collate import PreferenceCollator
 
 VOCAB = 97
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)  # fmt: skip
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    pad_token_id=0,
+)
 
 ARCHITECTURES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
     "llama-tied": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),
     # final logit soft-capping; attention soft-capping off so that sdpa is allowed
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"final_logit_softcapping": 3.0, "attn_logit_softcapping": None,
-                                                     "head_dim": 8, "query_pre_attn_scalar": 8}),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"final_logit_softcapping": 3.0, "attn_logit_softcapping": None, "head_dim": 8, "query_pre_attn_scalar": 8},
+    ),
     "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 0.5}),  # logits × logit_scale
     "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 4.0}),  # logits / logits_scaling
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),  # biased q/k/v projections
-}  # fmt: skip
+}
 
 
 def make_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, **overrides) -> torch.nn.Module:

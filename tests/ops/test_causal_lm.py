@@ -64,6 +64,7 @@ def test_peft_lora_on_the_body_splits_and_on_the_head_does_not(make_model):
     assert any("lora_A" in n for n, _ in parts.body.named_parameters())  # the adapter is inside the body
     head_lora = peft.get_peft_model(make_model("llama"), peft.LoraConfig(r=2, target_modules=["q_proj", "lm_head"]))
     assert "peft.tuners.lora" in split_causal_lm(head_lora)  # -> full logits, where the head's LoRA trains
-    saved_head = peft.get_peft_model(make_model("llama"), peft.LoraConfig(r=2, target_modules=["q_proj"],
-                                                                          modules_to_save=["lm_head"]))  # fmt: skip
+    saved_head = peft.get_peft_model(
+        make_model("llama"), peft.LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    )
     assert "ModulesToSaveWrapper" in split_causal_lm(saved_head)

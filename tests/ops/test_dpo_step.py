@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_dpo import DPOModule, PreferenceDataModule
+from lightning_dpo import DPOModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.namespace import pl
 from lightning_dpo.reference.precomputed import PrecomputedReference
@@ -46,10 +46,12 @@ def test_fast_path_matches_full_logits(embedded_model_dir, batch, settings):
         pytest.importorskip("peft")
     torch.manual_seed(0)
     others = {k: v for k, v in settings.items() if k != "loss"}
-    module = DPOModule(model_name_or_path=str(embedded_model_dir), loss={"beta": 0.5, **settings.get("loss", {})}, **others)
+    module = DPOModule(
+        model_name_or_path=str(embedded_model_dir), loss={"beta": 0.5, **settings.get("loss", {})}, **others
+    )
     module.configure_model()
     with torch.no_grad():  # move the policy off its reference so that rewards and margins are not all 0
-        for name, param in module.policy.named_parameters():
+        for param in module.policy.parameters():
             if param.requires_grad:
                 param.add_(0.01 * torch.randn_like(param))
     ref_loss, ref_stats, ref_grads = step(module, batch, fused_head=False)
@@ -65,7 +67,9 @@ def test_fast_path_matches_full_logits(embedded_model_dir, batch, settings):
     assert "tokens_saved" in stats and float(stats["tokens_saved"].values.mean()) > 0.3  # shared prompts
 
 
-def test_precomputed_reference_uses_the_fast_path_too(embedded_model_dir, tiny_data_dir, tmp_path, monkeypatch, make_data, make_trainer):
+def test_precomputed_reference_uses_the_fast_path_too(
+    embedded_model_dir, tiny_data_dir, tmp_path, monkeypatch, make_data, make_trainer
+):
     """The precompute pass calls completion_logps like every strategy: its table equals the frozen logps."""
     calls = []
     import lightning_dpo.ops.hidden as hidden
@@ -78,9 +82,12 @@ def test_precomputed_reference_uses_the_fast_path_too(embedded_model_dir, tiny_d
         return out
 
     monkeypatch.setattr("lightning_dpo.logps.completion_hidden", counting)
-    module = DPOModule(model_name_or_path=str(embedded_model_dir), reference={"mode": "precomputed",
-                       "cache_dir": str(tmp_path)}, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
-                       lr_scheduler=None)  # fmt: skip
+    module = DPOModule(
+        model_name_or_path=str(embedded_model_dir),
+        reference={"mode": "precomputed", "cache_dir": str(tmp_path)},
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
+        lr_scheduler=None,
+    )
     trainer = make_trainer(max_steps=1)
     trainer.fit(module, make_data(embedded_model_dir))
     assert isinstance(module.reference, PrecomputedReference)
@@ -88,8 +95,9 @@ def test_precomputed_reference_uses_the_fast_path_too(embedded_model_dir, tiny_d
 
 
 def test_a_packed_fit_logs_the_tokens_it_saved(embedded_model_dir, tiny_data_dir, tmp_path, make_data, make_trainer):
-    module = DPOModule(model_name_or_path=str(embedded_model_dir), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
-                       lr_scheduler=None)  # fmt: skip
+    module = DPOModule(
+        model_name_or_path=str(embedded_model_dir), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3), lr_scheduler=None
+    )
     logger = pl.loggers.CSVLogger(tmp_path)
     trainer = make_trainer(max_steps=2, logger=logger, log_every_n_steps=1)
     trainer.fit(module, make_data(embedded_model_dir))

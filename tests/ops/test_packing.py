@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_dpo.data.collate import PreferenceCollator
-from lightning_dpo.ops.packing import pack, batch_padding_fraction, sequence_lengths, shared_prompt_lengths, token_layout
+from lightning_dpo.ops.packing import (
+    batch_padding_fraction,
+    pack,
+    sequence_lengths,
+    shared_prompt_lengths,
+    token_layout,
+)
 
 PAIRS = [
     {"prompt_input_ids": [1, 5, 6, 7, 8], "chosen_input_ids": [9, 10, 2], "rejected_input_ids": [11, 2]},

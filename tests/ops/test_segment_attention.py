@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from lightning_dpo.ops.segment_attention import NAME, attention_kind, enable_segment_attention, segment_attention_forward
+from lightning_dpo.ops.segment_attention import (
+    NAME,
+    attention_kind,
+    enable_segment_attention,
+    segment_attention_forward,
+)
 
 
 class _Attention:
@@ -23,7 +28,9 @@ def dense(query, key, value, spans, window=None):
             allowed[i, prefix_start:prefix_end] = True
             allowed[i, start : i + 1] = True
             if window is not None:  # by positions within prefix + span
-                positions = torch.cat([torch.arange(prefix_end - prefix_start), prefix_end - prefix_start + torch.arange(i - start + 1)])
+                positions = torch.cat(
+                    [torch.arange(prefix_end - prefix_start), prefix_end - prefix_start + torch.arange(i - start + 1)]
+                )
                 q_pos = prefix_end - prefix_start + i - start
                 keys = torch.cat([torch.arange(prefix_start, prefix_end), torch.arange(start, i + 1)])
                 allowed[i, keys[q_pos - positions >= window]] = False

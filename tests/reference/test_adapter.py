@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from lightning_dpo.namespace import pl
 import torch
 
-from lightning_dpo import DPOModule, HFExportCallback, PreferenceDataModule
+from lightning_dpo import DPOModule, HFExportCallback
+from lightning_dpo.namespace import pl
 
 pytest.importorskip("peft")
 
@@ -39,8 +39,12 @@ def test_adapter_first_step_equals_frozen(tiny_model_dir, batch):
     assert loss_adapter.item() == pytest.approx(loss_frozen.item(), abs=1e-7)
 
 
-def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(tmp_path, tiny_model_dir, tiny_data_dir, batch, make_data, make_trainer):
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw)
+def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(
+    tmp_path, tiny_model_dir, tiny_data_dir, batch, make_data, make_trainer
+):
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw
+    )
     module.configure_model()
     base_before = {n: p.clone() for n, p in module.policy.named_parameters() if "lora_" not in n}
     ref_before = module.reference.logps(batch, module.logps_options).logps
@@ -52,7 +56,9 @@ def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(tmp_path, tiny_mo
     for name, param in module.policy.named_parameters():
         if "lora_" not in name:
             assert torch.equal(param, base_before[name])
-    assert torch.allclose(module.reference.logps(batch, module.logps_options).logps, ref_before)  # the base is the reference
+    assert torch.allclose(
+        module.reference.logps(batch, module.logps_options).logps, ref_before
+    )  # the base is the reference
     assert not torch.allclose(module.dpo_step(batch)[1]["logps/chosen"].values, ref_before[:4])
 
     trainer.save_checkpoint(tmp_path / "adapter.ckpt")
@@ -85,9 +91,10 @@ def test_missing_peft_is_explained(monkeypatch, tiny_model_dir):
 
 def test_tr_dpo_on_a_frozen_copy(tmp_path, tiny_model_dir, tiny_data_dir, make_data, make_trainer):
     module = DPOModule(
-        model_name_or_path=str(tiny_model_dir), optimizer=adamw,
+        model_name_or_path=str(tiny_model_dir),
+        optimizer=adamw,
         reference={"sync": True, "mixup_alpha": 1.0, "sync_steps": 2},
-    )  # fmt: skip
+    )
     trainer = make_trainer(max_steps=2)
     trainer.fit(module, make_data())
     for (name, p), (_, r) in zip(module.policy.named_parameters(), module.reference.model.named_parameters()):
@@ -102,9 +109,11 @@ def test_tr_dpo_on_a_frozen_copy(tmp_path, tiny_model_dir, tiny_data_dir, make_d
 
 def test_tr_dpo_soft_update_on_the_adapter(tmp_path, tiny_model_dir, tiny_data_dir, make_data, make_trainer):
     module = DPOModule(
-        model_name_or_path=str(tiny_model_dir), lora=LORA, optimizer=adamw,
+        model_name_or_path=str(tiny_model_dir),
+        lora=LORA,
+        optimizer=adamw,
         reference={"mode": "adapter", "sync": True, "mixup_alpha": 0.5, "sync_steps": 1},
-    )  # fmt: skip
+    )
     module.configure_model()
     params = dict(module.policy.named_parameters())
     ref_names = [n for n in params if ".ref." in n]
@@ -143,7 +152,9 @@ def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw)
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw
+    )
     make_trainer(max_steps=1, callbacks=[HFExportCallback(merge_adapter=merge)]).fit(module, make_data())
     export = tmp_path / "hf_model"
     if merge:
@@ -164,13 +175,22 @@ def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch
 )
 def test_qlora_adapter_reference_on_a_gpu(tmp_path, tiny_model_dir, tiny_data_dir, make_data):
     module = DPOModule(
-        model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw,
+        model_name_or_path=str(tiny_model_dir),
+        lora=LORA,
+        reference={"mode": "adapter"},
+        optimizer=adamw,
         quantization={"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "float32"},
-    )  # fmt: skip
+    )
     trainer = pl.Trainer(
-        accelerator="gpu", devices=1, max_steps=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-        enable_checkpointing=False, limit_val_batches=0,
-    )  # fmt: skip
+        accelerator="gpu",
+        devices=1,
+        max_steps=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, make_data())
     assert module.policy.is_loaded_in_4bit
     assert all("lora_" in n for n, p in module.policy.named_parameters() if p.requires_grad)

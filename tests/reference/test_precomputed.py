@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lightning_dpo.reference.precomputed as precomputed
-from lightning_dpo import DPOModule, PreferenceDataModule
+from lightning_dpo import DPOModule
 from lightning_dpo.namespace import pl
 
 
@@ -37,9 +37,11 @@ def fit(make_trainer, tmp_path):
     def run(model, datamodule, steps=3, root=None, ckpt_path=None, checkpoints=()):
         record = Record()
         trainer = make_trainer(
-            max_steps=steps, default_root_dir=root or tmp_path, enable_checkpointing=bool(checkpoints),
+            max_steps=steps,
+            default_root_dir=root or tmp_path,
+            enable_checkpointing=bool(checkpoints),
             callbacks=[record, *checkpoints],
-        )  # fmt: skip
+        )
         trainer.fit(model, datamodule, ckpt_path=ckpt_path)
         return trainer, record
 
@@ -89,7 +91,7 @@ def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, embedded_model_dir
         (module(tiny_model_dir, cache), make_data(max_prompt_length=8)),  # tokens
         (module(tiny_model_dir, cache, loss={"ld_alpha": 0.5}), make_data()),  # LD-DPO sums
         (module(tiny_model_dir, cache, reference={"model_name_or_path": str(embedded_model_dir)}), make_data()),
-    ]  # fmt: skip
+    ]
     keys = {first.reference.key}
     for changed_module, changed_data in changes:
         count_passes.clear()
@@ -147,8 +149,10 @@ def test_ddp_two_processes_compute_shares_of_one_table(tmp_path, tiny_model_dir,
     cache, out = tmp_path / "cache", tmp_path / "table.pt"
     result = subprocess.run(
         [sys.executable, str(script), str(tiny_model_dir), str(tiny_data_dir), str(cache), str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     single = module(tiny_model_dir, tmp_path / "single-cache")
     fit(single, make_data(), steps=1)

@@ -33,9 +33,24 @@ def two_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     outs = [tmp_path_factory.mktemp(f"build{i}") for i in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--data", str(DATA_DIR), "--out", str(out),
-             "--steps", "2", "--max-train-records", "64", "--num-eval", "4"],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--data",
+                str(DATA_DIR),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--max-train-records",
+                "64",
+                "--num-eval",
+                "4",
+            ],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for out in outs
     ]

@@ -41,8 +41,13 @@ class ScriptRuns:
         args = [*first, self.model_dir, self.data_dir, *second, folder / "out.json"]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SCRIPTS), os.environ.get("PYTHONPATH", "")])}
         log = open(folder / "log.txt", "w")  # a file, not a pipe: a full pipe would stall the script
-        proc = subprocess.Popen([sys.executable, str(SCRIPTS / script), *map(str, args)], cwd=folder, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / script), *map(str, args)],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         self.procs[script] = (proc, folder)
 
@@ -76,6 +81,7 @@ def script_runs(request, tmp_path_factory, tiny_model_dir, tiny_data_dir):
 def restore_rank_zero():
     """Building a Trainer under an emulated cluster sets Lightning's process-wide rank; put it back."""
     from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
+
     from lightning_dpo.namespace import pl
 
     saved = pl.utilities.rank_zero.rank_zero_only.rank, utils_rank_zero_only.rank, dict(os.environ)

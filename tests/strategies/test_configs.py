@@ -4,11 +4,11 @@ are taken as far as a CPU allows: Lightning's own GPU guard, or an emulated torc
 from __future__ import annotations
 
 import pytest
-from lightning_dpo.namespace import pl
 from common import CONFIGS
 
 from lightning_dpo import DPOModule, PreferenceDataModule
 from lightning_dpo.commands.fit import DPOCLI
+from lightning_dpo.namespace import pl
 from lightning_dpo.sharding import DPOAutoWrapPolicy
 
 
@@ -38,7 +38,9 @@ def test_every_config_parses_and_instantiates(name):
     assert cli.trainer_config["strategy"] is not None
 
 
-@pytest.mark.parametrize("name, strategy", [("ddp.yaml", pl.strategies.DDPStrategy), ("fsdp2.yaml", pl.strategies.ModelParallelStrategy)])
+@pytest.mark.parametrize(
+    "name, strategy", [("ddp.yaml", pl.strategies.DDPStrategy), ("fsdp2.yaml", pl.strategies.ModelParallelStrategy)]
+)
 def test_cpu_configs_build_their_trainer(name, strategy, restore_rank_zero):
     trainer = build_trainer(parse(name))
     assert isinstance(trainer.strategy, strategy) and trainer.num_devices == 2
@@ -76,8 +78,16 @@ def test_deepspeed_configs_exclude_frozen_parameters(stage):
 
 def test_torchrun_config_reads_ranks_from_torchrun(monkeypatch, restore_rank_zero):
     """As torchrun would start global rank 9 of 2 nodes x 8 processes (the GPU swapped for CPU processes)."""
-    torchrun = dict(RANK="9", LOCAL_RANK="1", WORLD_SIZE="16", LOCAL_WORLD_SIZE="8", GROUP_RANK="1",
-                    MASTER_ADDR="127.0.0.1", MASTER_PORT="29500", TORCHELASTIC_RUN_ID="test")  # fmt: skip
+    torchrun = dict(
+        RANK="9",
+        LOCAL_RANK="1",
+        WORLD_SIZE="16",
+        LOCAL_WORLD_SIZE="8",
+        GROUP_RANK="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT="29500",
+        TORCHELASTIC_RUN_ID="test",
+    )
     for key, value in torchrun.items():
         monkeypatch.setenv(key, value)
     trainer = build_trainer(parse("multinode-torchrun.yaml"), accelerator="cpu")
@@ -87,8 +97,16 @@ def test_torchrun_config_reads_ranks_from_torchrun(monkeypatch, restore_rank_zer
 
 def test_slurm_config_reads_ranks_from_slurm(monkeypatch, restore_rank_zero):
     """As srun would start task 9 of 2 nodes x 8 tasks (the GPU swapped for CPU processes)."""
-    slurm = dict(SLURM_NTASKS="16", SLURM_NTASKS_PER_NODE="8", SLURM_PROCID="9", SLURM_LOCALID="1", SLURM_NODEID="1",
-                 SLURM_JOB_NAME="dpo", SLURM_NODELIST="node[1-2]", SLURM_JOB_ID="1")  # fmt: skip
+    slurm = dict(
+        SLURM_NTASKS="16",
+        SLURM_NTASKS_PER_NODE="8",
+        SLURM_PROCID="9",
+        SLURM_LOCALID="1",
+        SLURM_NODEID="1",
+        SLURM_JOB_NAME="dpo",
+        SLURM_NODELIST="node[1-2]",
+        SLURM_JOB_ID="1",
+    )
     for key, value in slurm.items():
         monkeypatch.setenv(key, value)
     trainer = build_trainer(parse("multinode-slurm.yaml"), accelerator="cpu")

@@ -27,9 +27,15 @@ def single(tmp_path_factory, tiny_model_dir, tiny_data_dir) -> dict:
     """The same config on one process: batch 16 x 1 device = the DDP run's 8 x 2 devices."""
     root = tmp_path_factory.mktemp("single")
     cli = from_config(
-        "ddp.yaml", *overrides(str(tiny_model_dir), str(tiny_data_dir), str(root), steps=3),
-        "--trainer.devices", "1", "--trainer.strategy", "auto", "--data.batch_size", "16",
-    )  # fmt: skip
+        "ddp.yaml",
+        *overrides(str(tiny_model_dir), str(tiny_data_dir), str(root), steps=3),
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--data.batch_size",
+        "16",
+    )
     record = Record()
     cli.trainer.callbacks.append(record)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -63,4 +69,3 @@ def test_rank_zero_exports_the_trained_policy(ddp, single):
     exported = AutoModelForCausalLM.from_pretrained(ddp["exported"]).state_dict()
     for key, value in single["policy"].items():
         torch.testing.assert_close(exported[key], value, **WEIGHT_TOLERANCE)
-

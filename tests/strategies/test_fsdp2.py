@@ -28,10 +28,17 @@ def single(tmp_path_factory, tiny_model_dir, tiny_data_dir) -> dict:
     """The same config on one process: batch 8 x 1 device = the FSDP2 run's 4 x 2 devices."""
     root = tmp_path_factory.mktemp("single")
     cli = from_config(
-        "fsdp2.yaml", *overrides(str(tiny_model_dir), str(tiny_data_dir), str(root), steps=4),
-        "--trainer.devices", "1", "--trainer.strategy", "auto", "--data.batch_size", "8",
-        "--model.gradient_checkpointing", "true",
-    )  # fmt: skip
+        "fsdp2.yaml",
+        *overrides(str(tiny_model_dir), str(tiny_data_dir), str(root), steps=4),
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--data.batch_size",
+        "8",
+        "--model.gradient_checkpointing",
+        "true",
+    )
     record = Record()
     cli.trainer.callbacks.append(record)
     cli.trainer.fit(cli.model, cli.datamodule)

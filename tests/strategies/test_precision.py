@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from lightning_dpo.namespace import pl
 import torch
 from common import make_data
 
 from lightning_dpo import DPOModule
+from lightning_dpo.namespace import pl
 
 
 class Dtypes(pl.Callback):
@@ -30,14 +30,28 @@ class Dtypes(pl.Callback):
 
 
 def fit(tmp_path, model_dir, data_dir, precision: str, **module_kwargs) -> tuple[DPOModule, Dtypes]:
-    module = DPOModule(model_name_or_path=str(model_dir), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
-                       lr_scheduler=None, **module_kwargs)  # fmt: skip
+    module = DPOModule(
+        model_name_or_path=str(model_dir),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
+        lr_scheduler=None,
+        **module_kwargs,
+    )
     dtypes = Dtypes()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=2, limit_val_batches=1, val_check_interval=2,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[dtypes],
-    )  # fmt: skip
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=2,
+        limit_val_batches=1,
+        val_check_interval=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[dtypes],
+    )
     trainer.fit(module, make_data(str(model_dir), str(data_dir), batch_size=4))
     assert math.isfinite(trainer.callback_metrics["val/loss"].item())
     return module, dtypes
@@ -100,7 +114,9 @@ def test_gradient_checkpointing_is_the_policys_only(tiny_model_dir, tiny_data_di
     data = make_data(str(tiny_model_dir), str(tiny_data_dir), batch_size=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    module.reference.logps(batch, module.logps_options)  # the no-grad reference pass (under adapter: the policy's own layers)
+    module.reference.logps(
+        batch, module.logps_options
+    )  # the no-grad reference pass (under adapter: the policy's own layers)
     assert count[0] == 0
     loss, _ = module.dpo_step(batch)
     assert count[0] == len(base.model.layers)  # the policy pass checkpointed each layer once, the reference pass none

@@ -4,7 +4,6 @@ the ZeRO-3 reference, export guards."""
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -80,8 +79,11 @@ def test_zero3_context_is_a_no_op_elsewhere():
 
 def test_merging_a_sharded_lora_policy_is_refused_with_a_fix(tmp_path, tiny_model_dir):
     pytest.importorskip("peft")
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"mode": "adapter"},
-                       lora={"r": 2, "target_modules": ["q_proj"]})  # fmt: skip
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir),
+        reference={"mode": "adapter"},
+        lora={"r": 2, "target_modules": ["q_proj"]},
+    )
     module.configure_model()
     with pytest.raises(ValueError, match="merge_adapter: false"):
         save_policy(module.policy, str(tmp_path), merge_adapter=True, state_dict={})

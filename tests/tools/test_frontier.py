@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from lightning_dpo.namespace import pl
 import torch
 import yaml
 
 from lightning_dpo import DPOModule, PreferenceDataModule
 from lightning_dpo.cli import main
+from lightning_dpo.models import load_causal_lm, load_tokenizer
+from lightning_dpo.namespace import pl
 from lightning_dpo.tools.frontier import CSV_FIELDS, evaluate, read_csv
 from lightning_dpo.tools.model_sources import expand_source
-from lightning_dpo.models import load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,16 @@ def run_dir(tmp_path_factory, tiny_model_dir):
     hf_model/step-1/ (the starting weights, i.e. the reference itself)."""
     run = tmp_path_factory.mktemp("runs") / "beta-run" / "version_0"
     (run / "hf_model" / "step-1").mkdir(parents=True)
-    (run / "hparams.yaml").write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "loss": {"beta": 0.25}}))
+    (run / "hparams.yaml").write_text(
+        yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "loss": {"beta": 0.25}})
+    )
     model, tokenizer = load_causal_lm(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
     model.save_pretrained(run / "hf_model" / "step-1")
     tokenizer.save_pretrained(run / "hf_model" / "step-1")
     with torch.no_grad():
-        model.lm_head.weight.add_(0.5 * torch.randn_like(model.lm_head.weight, generator=torch.Generator().manual_seed(0)))
+        model.lm_head.weight.add_(
+            0.5 * torch.randn_like(model.lm_head.weight, generator=torch.Generator().manual_seed(0))
+        )
     model.save_pretrained(run / "hf_model")
     tokenizer.save_pretrained(run / "hf_model")
     return run
@@ -37,11 +41,19 @@ def run_dir(tmp_path_factory, tiny_model_dir):
 def checkpoint(tmp_path_factory, tiny_model_dir, tiny_data_dir):
     """A Lightning checkpoint after one DPO step."""
     root = tmp_path_factory.mktemp("ckpt-run")
-    trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=pl.loggers.CSVLogger(root, name="dpo"),
-                         enable_progress_bar=False)  # fmt: skip
-    module = DPOModule(model_name_or_path=str(tiny_model_dir), loss={"beta": 0.5},
-                       optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))  # fmt: skip
-    trainer.fit(module, PreferenceDataModule(dataset=str(tiny_data_dir), batch_size=4, max_length=96, max_prompt_length=48))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        limit_val_batches=0,
+        logger=pl.loggers.CSVLogger(root, name="dpo"),
+        enable_progress_bar=False,
+    )
+    module = DPOModule(
+        model_name_or_path=str(tiny_model_dir), loss={"beta": 0.5}, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2)
+    )
+    trainer.fit(
+        module, PreferenceDataModule(dataset=str(tiny_data_dir), batch_size=4, max_length=96, max_prompt_length=48)
+    )
     (path,) = (root / "dpo" / "version_0" / "checkpoints").glob("*.ckpt")
     return path
 
@@ -60,11 +72,27 @@ def test_sources_expand_runs_and_read_their_reference(run_dir, checkpoint, tiny_
 
 def test_evaluate_writes_the_frontier(tmp_path, run_dir, checkpoint, tiny_data_dir, capsys):
     out = tmp_path / "eval"
-    code = main([
-        "evaluate", str(run_dir), str(checkpoint), "--labels", "[dpo, ckpt]", "--dataset", str(tiny_data_dir),
-        "--num_prompts", "3", "--samples_per_prompt", "2", "--max_new_tokens", "5", "--baseline", "chosen",
-        "--output_dir", str(out),
-    ])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            str(run_dir),
+            str(checkpoint),
+            "--labels",
+            "[dpo, ckpt]",
+            "--dataset",
+            str(tiny_data_dir),
+            "--num_prompts",
+            "3",
+            "--samples_per_prompt",
+            "2",
+            "--max_new_tokens",
+            "5",
+            "--baseline",
+            "chosen",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = read_csv(out / "frontier.csv")
     assert list(rows[0]) == list(CSV_FIELDS)

@@ -19,14 +19,37 @@ def _metrics(steps: int = 30) -> list[dict[str, float]]:
     rows = []
     for step in range(steps):
         m = step / steps
-        rows.append({"step": step, "epoch": 0, "train/loss": 0.69 - 0.5 * m, "train/rewards/chosen": m,
-                     "train/rewards/rejected": -m, "train/rewards/margins": 2 * m, "train/rewards/accuracies": m,
-                     "train/logps/chosen": -20 - m, "train/logps/rejected": -20 - 3 * m, "lr-AdamW": 1e-4,
-                     "train/margins/p10": 2 * m - 0.5, "train/margins/p50": 2 * m, "train/margins/p90": 2 * m + 0.5})  # fmt: skip
+        rows.append(
+            {
+                "step": step,
+                "epoch": 0,
+                "train/loss": 0.69 - 0.5 * m,
+                "train/rewards/chosen": m,
+                "train/rewards/rejected": -m,
+                "train/rewards/margins": 2 * m,
+                "train/rewards/accuracies": m,
+                "train/logps/chosen": -20 - m,
+                "train/logps/rejected": -20 - 3 * m,
+                "lr-AdamW": 1e-4,
+                "train/margins/p10": 2 * m - 0.5,
+                "train/margins/p50": 2 * m,
+                "train/margins/p90": 2 * m + 0.5,
+            }
+        )
         if step % 10 == 9:
-            rows.append({"step": step, "epoch": 0, "val/loss": 0.69 - 0.5 * m, "val/rewards/chosen": m,
-                         "val/rewards/rejected": -m, "val/rewards/margins": 2 * m, "val/rewards/accuracies": m,
-                         "val/margins/p10": 2 * m - 0.4, "val/margins/p90": 2 * m + 0.4})  # fmt: skip
+            rows.append(
+                {
+                    "step": step,
+                    "epoch": 0,
+                    "val/loss": 0.69 - 0.5 * m,
+                    "val/rewards/chosen": m,
+                    "val/rewards/rejected": -m,
+                    "val/rewards/margins": 2 * m,
+                    "val/rewards/accuracies": m,
+                    "val/margins/p10": 2 * m - 0.4,
+                    "val/margins/p90": 2 * m + 0.4,
+                }
+            )
     return rows
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lightning_dpo.namespace import pl
 import torch
 
 from lightning_dpo import PreferenceDataModule
 from lightning_dpo.commands.fit import DPOCLI
+from lightning_dpo.namespace import pl
 
 SCRIPTS = Path(__file__).resolve().parent
 CONFIGS = SCRIPTS.parents[2] / "configs"
@@ -23,13 +23,35 @@ CONFIGS = SCRIPTS.parents[2] / "configs"
 def overrides(model_dir: str, data_dir: str, root: str, steps: int) -> list[str]:
     """A short, fast run of a config on the tests' tiny model and data; AdamW at 1e-2 so that steps differ."""
     return [
-        "--model.model_name_or_path", model_dir, "--data.dataset", data_dir, "--data.max_length", "96",
-        "--data.max_prompt_length", "48", "--model.optimizer.init_args.lr", "1e-2",
-        "--model.lr_scheduler.init_args.warmup_steps", "1", "--trainer.max_steps", str(steps),
-        "--trainer.val_check_interval", str(steps), "--trainer.limit_val_batches", "2",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.logger.init_args.save_dir", root, "--trainer.default_root_dir", root, "--seed_everything", "0",
-    ]  # fmt: skip
+        "--model.model_name_or_path",
+        model_dir,
+        "--data.dataset",
+        data_dir,
+        "--data.max_length",
+        "96",
+        "--data.max_prompt_length",
+        "48",
+        "--model.optimizer.init_args.lr",
+        "1e-2",
+        "--model.lr_scheduler.init_args.warmup_steps",
+        "1",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.val_check_interval",
+        str(steps),
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        root,
+        "--trainer.default_root_dir",
+        root,
+        "--seed_everything",
+        "0",
+    ]
 
 
 def from_config(config: str, *args: str) -> DPOCLI:

@@ -1,6 +1,6 @@
 """configs/ddp.yaml on 2 CPU processes (gloo): losses, reduced validation metrics, what the DDP reducer holds.
 
-    python ddp_fit.py MODEL_DIR DATA_DIR ROOT OUT_JSON
+python ddp_fit.py MODEL_DIR DATA_DIR ROOT OUT_JSON
 """
 
 import sys

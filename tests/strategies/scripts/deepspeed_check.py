@@ -13,8 +13,13 @@ from types import SimpleNamespace
 
 import torch
 
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("DS_TEST_PORT", "29561"), RANK="0",
-                  WORLD_SIZE="1", LOCAL_RANK="0")  # fmt: skip
+os.environ.update(
+    MASTER_ADDR="127.0.0.1",
+    MASTER_PORT=os.environ.get("DS_TEST_PORT", "29561"),
+    RANK="0",
+    WORLD_SIZE="1",
+    LOCAL_RANK="0",
+)
 
 import deepspeed  # noqa: E402
 import deepspeed.comm.torch  # noqa: E402, F401
@@ -47,8 +52,17 @@ batch = next(iter(data.train_dataloader()))
 original = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
 results = {}
 for stage in (2, 3):
-    cli = Parsed(args=["--config", f"{config_dir}/deepspeed-zero{stage}.yaml", "--model.model_name_or_path", model_dir,
-                       "--model.gradient_checkpointing", "false"], run=False)  # fmt: skip
+    cli = Parsed(
+        args=[
+            "--config",
+            f"{config_dir}/deepspeed-zero{stage}.yaml",
+            "--model.model_name_or_path",
+            model_dir,
+            "--model.gradient_checkpointing",
+            "false",
+        ],
+        run=False,
+    )
     strategy, module = cli.trainer_config["strategy"], cli.model
     check_deepspeed_strategy(strategy)
     # What Lightning's _format_config adds from the Trainer and the data loader before configure_model runs.
@@ -65,10 +79,13 @@ for stage in (2, 3):
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     engine, ds_optimizer, _, _ = deepspeed.initialize(
-        model=module, model_parameters=[p for p in module.parameters() if p.requires_grad], optimizer=optimizer,
+        model=module,
+        model_parameters=[p for p in module.parameters() if p.requires_grad],
+        optimizer=optimizer,
         config=config,
-    )  # fmt: skip
-    def snapshot(model):  # this rank's partition under ZeRO-3, the full tensor otherwise
+    )
+
+    def snapshot(model, stage=stage):  # this rank's partition under ZeRO-3, the full tensor otherwise
         return {n: (p.ds_tensor if stage == 3 else p).detach().clone() for n, p in model.named_parameters()}
 
     reference_before, policy_before = snapshot(module.reference.model), snapshot(module.policy)

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 from common import Record, from_config, overrides, write
-from lightning_dpo.namespace import pl
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from lightning_dpo import HFExportCallback
+from lightning_dpo.namespace import pl
 
 model_dir, data_dir, root, out = sys.argv[1:]
 
@@ -40,8 +40,10 @@ class FSDPFacts(Record):
             mixed_units=sum(len({p.requires_grad for p in unit_params(u)}) > 1 for u in units),
             all_dtensor=all(isinstance(p, DTensor) for p in pl_module.parameters()),
             placements=sorted({str(p.placements) for p in pl_module.parameters()}),
-            embed_rows=[policy.get_input_embeddings().weight.shape[0],
-                        policy.get_input_embeddings().weight.to_local().shape[0]],
+            embed_rows=[
+                policy.get_input_embeddings().weight.shape[0],
+                policy.get_input_embeddings().weight.to_local().shape[0],
+            ],
             reference_requires_grad=any(p.requires_grad for p in reference.parameters()),
             reference_training=any(m.training for m in reference.modules()),
             optimizer_is_policy=in_optimizer == {id(p) for p in policy.parameters() if p.requires_grad},
@@ -54,9 +56,13 @@ class FSDPFacts(Record):
 def fit(ckpt_path=None):
     record = FSDPFacts()
     cli = from_config(
-        "fsdp2.yaml", *overrides(model_dir, data_dir, root, steps=4), "--model.gradient_checkpointing", "true",
-        "--data.batch_size", "4",  # 4 x 2 devices = 8 pairs a step: 6 steps an epoch, so step 2 is mid-epoch
-    )  # fmt: skip
+        "fsdp2.yaml",
+        *overrides(model_dir, data_dir, root, steps=4),
+        "--model.gradient_checkpointing",
+        "true",
+        "--data.batch_size",
+        "4",  # 4 x 2 devices = 8 pairs a step: 6 steps an epoch, so step 2 is mid-epoch
+    )
     every_2 = pl.callbacks.ModelCheckpoint(dirpath=Path(root) / "ckpt", every_n_train_steps=2, save_top_k=-1)
     cli.trainer.callbacks += [record, every_2]
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=ckpt_path)
