@@ -9,10 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# The suite runs on one namespace, pytorch_lightning unless LIGHTNING_DPO_NAMESPACE says otherwise, whatever a
+# plugin imports first (set before lightning_dpo is imported); tests/namespaces runs a user's scripts under both.
+os.environ.setdefault("LIGHTNING_DPO_NAMESPACE", "pytorch_lightning")
 
-from lightning_dpo.embedded import DEFAULT_DATASET, DEFAULT_MODEL, resolve_dataset, resolve_model
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lightning_dpo.embedded import DEFAULT_DATASET, DEFAULT_MODEL, resolve_dataset, resolve_model  # noqa: E402
 
 # Tests never touch the network: fail fast instead of waiting on a Hub lookup.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
