@@ -1,6 +1,6 @@
 """lightning_dpo: Direct Preference Optimization (Rafailov et al. 2023) as a PyTorch Lightning plugin."""
 
-from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, RewardMarginCallback
+from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, HubSettings, RewardMarginCallback
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
@@ -15,6 +15,7 @@ __all__ = [
     "DPOModule",
     "GenerationSamples",
     "HFExportCallback",
+    "HubSettings",
     "LogpsOptions",
     "LossSettings",
     "PreferenceDataModule",

@@ -1,14 +1,17 @@
-"""``HFExportCallback``: save the policy and its tokenizer in Hugging Face format."""
+"""``HFExportCallback``: save the policy, its tokenizer and a model card in Hugging Face format; push to the Hub."""
 
 from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 from torch import Tensor, nn
 
+from lightning_dpo.callbacks.model_card import HubSettings, model_card, push_to_hub
 from lightning_dpo.models import is_peft_model
 from lightning_dpo.namespace import pl, submodule
+from lightning_dpo.settings import as_settings
 from lightning_dpo.sharding import full_policy_state_dict
 
 
@@ -16,6 +19,9 @@ class HFExportCallback(pl.Callback):
     """Writes ``policy.save_pretrained`` and the data module's tokenizer into ``<log_dir>/<dirname>`` at the
     end of ``fit``, and, with ``every_n_train_steps``, into ``<log_dir>/<dirname>/step-<N>`` during it.
     ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
+
+    Every export gets a ``README.md`` model card in the Hub's format (:mod:`lightning_dpo.callbacks.model_card`):
+    front matter, the recipe, the final validation metrics and the config that reproduces it.
 
     A LoRA policy is saved as its adapter alone (``PeftModel.from_pretrained`` loads it onto the base), or,
     with ``merge_adapter``, merged into the base weights (``AutoModelForCausalLM`` loads it). Under sharded
@@ -26,12 +32,24 @@ class HFExportCallback(pl.Callback):
         dirname: Folder inside the run's log directory (or an absolute path).
         every_n_train_steps: Also export every N optimizer steps. ``None``: only at the end of fit.
         merge_adapter: For a LoRA policy, save the merged model instead of the adapter.
+        push_to_hub: Upload the final export to the Hugging Face Hub (rank 0, after it is written): a
+            :class:`HubSettings` or its dict, e.g. ``{repo_id: me/my-dpo-model, private: true}``. Needs a token
+            (``hf auth login`` or ``HF_TOKEN``) and the network; a failure says so and leaves the export intact.
     """
 
-    def __init__(self, dirname: str = "hf_model", every_n_train_steps: int | None = None, merge_adapter: bool = False):
+    def __init__(
+        self,
+        dirname: str = "hf_model",
+        every_n_train_steps: int | None = None,
+        merge_adapter: bool = False,
+        push_to_hub: HubSettings | None = None,
+    ):
         self.dirname = dirname
         self.every_n_train_steps = every_n_train_steps
         self.merge_adapter = merge_adapter
+        self.push_to_hub = (
+            as_settings(HubSettings, push_to_hub, "HFExportCallback(push_to_hub=...)") if push_to_hub else None
+        )
         self.last_export: str | None = None
         self._last_step: int | None = None
 
@@ -43,7 +61,11 @@ class HFExportCallback(pl.Callback):
             self.export(trainer, pl_module, os.path.join(self._root(trainer), f"step-{step}"))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.export(trainer, pl_module, self._root(trainer))
+        path = self._root(trainer)
+        self.export(trainer, pl_module, path)
+        if self.push_to_hub is not None and trainer.is_global_zero:
+            url = push_to_hub(path, self.push_to_hub)
+            submodule("utilities").rank_zero_info(f"pushed {path} to the Hub: {url}")
 
     def _root(self, trainer: pl.Trainer) -> str:
         return os.path.join(trainer.log_dir or trainer.default_root_dir, self.dirname)
@@ -51,11 +73,15 @@ class HFExportCallback(pl.Callback):
     def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str) -> None:
         # Under FSDP1/FSDP2/ZeRO-3 every rank takes part in gathering the full policy; rank 0 gets it.
         state = full_policy_state_dict(pl_module.policy, trainer.strategy.model)
+        log_dir = trainer.log_dir  # a collective under DDP: read on every rank
         if trainer.is_global_zero:
             save_policy(pl_module.policy, path, self.merge_adapter, state_dict=state)
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
             if tokenizer is not None:
                 tokenizer.save_pretrained(path)
+            adapter = is_peft_model(pl_module.policy) and not self.merge_adapter
+            card = model_card(trainer, pl_module, log_dir, adapter=adapter)
+            (Path(path) / "README.md").write_text(card, encoding="utf-8")
             submodule("utilities").rank_zero_info(
                 f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}"
             )

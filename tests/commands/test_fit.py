@@ -68,6 +68,8 @@ def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data
     model = AutoModelForCausalLM.from_pretrained(run / "hf_model")
     tokenizer = AutoTokenizer.from_pretrained(run / "hf_model")
     assert model.config.hidden_size == 32 and tokenizer.eos_token == "</s>"
+    card = (run / "hf_model" / "README.md").read_text()
+    assert "```yaml" in card and f"model_name_or_path: {tiny_model_dir}" in card  # the saved config reproduces it
 
     # The checkpoint (no reference weights in it) restores through the CLI.
     (checkpoint,) = (run / "checkpoints").glob("*.ckpt")
