@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lightning_dpo.ops.fused_head import HeadLogps, fused_head_logps
+from lightning_dpo.ops.fused_head import HeadLogps, entropy_from_logits, fused_head_logps
 from lightning_dpo.ops.hidden import completion_hidden
 from lightning_dpo.ops.packing import TokenLayout
 
@@ -51,6 +51,10 @@ class SequenceLogps(NamedTuple):
     computed_tokens: Tensor | None = None
     """Tokens each sequence put through the model when the batch ran packed (a shared prompt counts for the
     chosen row); ``None`` when it ran padded, every row T tokens."""
+    entropy_sum: Tensor | None = None
+    """Σ over completion tokens of the next-token distribution's entropy (detached), with ``with_stats``."""
+    top1_count: Tensor | None = None
+    """Completion tokens whose target is the model's most likely token, with ``with_stats``."""
 
 
 def token_logps(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,6 +110,7 @@ def sequence_logps(
     *,
     ld_alpha: float | None = None,
     with_wpo: bool = False,
+    with_stats: bool = False,
 ) -> SequenceLogps:
     """Sum the log-probs of the completion tokens of each sequence.
 
@@ -115,6 +120,8 @@ def sequence_logps(
         completion_mask: (N, T) 1 where the token is a completion token.
         ld_alpha: LD-DPO's weight of tokens past the shorter completion of each pair (rows [chosen; rejected]).
         with_wpo: Also return the WPO log-weights (one more pass over the vocabulary).
+        with_stats: Also return the entropy sums and top-1 counts (the ``entropy`` and ``mean_token_accuracy``
+            metrics).
     """
     per_token, mask = token_logps(logits, input_ids, completion_mask)
     raw = _row_sums(per_token)
@@ -127,9 +134,13 @@ def sequence_logps(
             log_sum_sq = (2 * shifted).logsumexp(-1) - 2 * shifted.logsumexp(-1)
             aligned = _row_sums(torch.where(mask, per_token - log_sum_sq, torch.zeros_like(per_token)))
             wpo = aligned / mask.sum(-1).clamp(min=1)
-    if ld_alpha is None:
-        return SequenceLogps(raw, mask.sum(-1), mean_logits, None, wpo)
-    return SequenceLogps(length_desensitized_sums(per_token, mask, ld_alpha), mask.sum(-1), mean_logits, raw, wpo)
+        stats = {}
+        if with_stats:
+            zeros = torch.zeros_like(per_token)
+            stats["entropy_sum"] = _row_sums(torch.where(mask, entropy_from_logits(shifted), zeros))
+            stats["top1_count"] = (mask & (shifted.argmax(-1) == input_ids[:, 1:])).sum(-1)
+    logps = raw if ld_alpha is None else length_desensitized_sums(per_token, mask, ld_alpha)
+    return SequenceLogps(logps, mask.sum(-1), mean_logits, None if ld_alpha is None else raw, wpo, **stats)
 
 
 @dataclass(frozen=True)
@@ -157,11 +168,12 @@ def completion_logps(
     options: LogpsOptions = LogpsOptions(),
     ld_alpha: float | None = None,
     with_wpo: bool = False,
+    with_stats: bool = False,
 ) -> SequenceLogps:
     """One forward pass of a causal LM over the concatenated batch; returns its :class:`SequenceLogps`.
 
-    ``options`` chooses the fast or the reference path; ``ld_alpha`` and ``with_wpo`` are LD-DPO's
-    down-weighting and WPO's weights (:func:`sequence_logps`).
+    ``options`` chooses the fast or the reference path; ``ld_alpha``, ``with_wpo`` and ``with_stats`` are
+    LD-DPO's down-weighting, WPO's weights and the entropy / token-accuracy sums (:func:`sequence_logps`).
     """
     fast = (
         completion_hidden(model, batch, padding_free=options.padding_free, share_prompt=options.share_prompt)
@@ -171,7 +183,12 @@ def completion_logps(
     if fast is None:
         outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         return sequence_logps(
-            outputs.logits, batch["input_ids"], batch["completion_mask"], ld_alpha=ld_alpha, with_wpo=with_wpo
+            outputs.logits,
+            batch["input_ids"],
+            batch["completion_mask"],
+            ld_alpha=ld_alpha,
+            with_wpo=with_wpo,
+            with_stats=with_stats,
         )
     head = fast.parts.head
     out = fused_head_logps(
@@ -183,6 +200,7 @@ def completion_logps(
         logit_scale=fast.parts.logit_scale,
         softcap=fast.parts.softcap,
         with_wpo=with_wpo,
+        with_stats=with_stats,
     )
     sums = sums_over_sequences(out, fast.layout, ld_alpha=ld_alpha)
     if fast.packed is None:
@@ -209,8 +227,14 @@ def sums_over_sequences(head: HeadLogps, layout: TokenLayout, *, ld_alpha: float
     wpo = None
     if head.log_sum_sq is not None:
         wpo = per_sequence(head.logps.detach() - head.log_sum_sq) / counts.clamp(min=1)
+    stats = {}
+    if head.entropy is not None:
+        stats = {
+            "entropy_sum": per_sequence(head.entropy),
+            "top1_count": torch.bincount(rows[head.is_top1], minlength=n),
+        }
     if ld_alpha is None:
-        return SequenceLogps(raw, counts, logits_sum, None, wpo)
+        return SequenceLogps(raw, counts, logits_sum, None, wpo, **stats)
     # LD-DPO: tokens past min(|y_w|, |y_l|) of their pair count with weight ld_alpha.
     starts = counts.cumsum(0) - counts  # (N,) index of each sequence's first token in K order
     rank = torch.arange(rows.shape[0], device=rows.device) - starts[rows]  # (K,) 0-based rank in the completion
@@ -218,4 +242,4 @@ def sums_over_sequences(head: HeadLogps, layout: TokenLayout, *, ld_alpha: float
     shared = torch.minimum(chosen_len, rejected_len).repeat(2)  # (N,)
     one, alpha = head.logps.new_ones(()), head.logps.new_full((), ld_alpha)  # in the log-probs' dtype
     weights = torch.where(rank < shared[rows], one, alpha)  # (K,)
-    return SequenceLogps(per_sequence(head.logps * weights), counts, logits_sum, raw, wpo)
+    return SequenceLogps(per_sequence(head.logps * weights), counts, logits_sum, raw, wpo, **stats)

@@ -3,7 +3,9 @@
 Names and definitions follow TRL's DPOTrainer: ``rewards/*`` are β·log-ratios (detached), an accuracy
 counts pairs whose chosen reward is strictly larger (ties count 0, so accuracy is 0 while the policy
 equals the reference), ``logps/*`` are summed completion log-probs, and ``logits/*`` are the mean
-vocabulary logit over all completion tokens (token-weighted).
+vocabulary logit over all completion tokens (token-weighted). From the policy's head, when it computed
+them: ``entropy``, the mean next-token entropy (nats) over chosen and rejected completion tokens, and
+``mean_token_accuracy``, the share of chosen completion tokens that are the policy's top-1 prediction.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ METRIC_NAMES = (
     "logps/rejected",
     "logits/chosen",
     "logits/rejected",
+    "entropy",
+    "mean_token_accuracy",
 )
 
 
@@ -43,6 +47,14 @@ def pair_statistics(out: PreferenceLossOutput, chosen: SequenceLogps, rejected: 
     ones = torch.ones_like(out.chosen_rewards)
     margins = out.chosen_rewards - out.rejected_rewards
     extra = {}
+    if chosen.entropy_sum is not None and rejected.entropy_sum is not None:
+        tokens = (chosen.num_tokens + rejected.num_tokens).to(ones.dtype)
+        entropy = (chosen.entropy_sum + rejected.entropy_sum).to(ones.dtype)
+        extra["entropy"] = Stat(entropy / tokens.clamp(min=1), tokens)  # token-weighted over both completions
+        chosen_tokens = chosen.num_tokens.to(ones.dtype)
+        extra["mean_token_accuracy"] = Stat(
+            chosen.top1_count.to(ones.dtype) / chosen_tokens.clamp(min=1), chosen_tokens
+        )
     if out.nll_loss is not None:
         extra["nll_loss"] = Stat(out.nll_loss.expand_as(ones), chosen.num_tokens.to(ones.dtype))
     return {

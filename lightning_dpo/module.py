@@ -129,6 +129,7 @@ class DPOModule(pl.LightningModule):
             self.reference_settings, self.loss_settings, self._load, model_name_or_path
         )
         self._last_sync_step = -1
+        self._num_tokens: Tensor | int = 0  # training tokens over all ranks (TRL's num_tokens); in checkpoints
         names = (*METRIC_NAMES, "nll_loss") if self.loss_settings.uses_nll else METRIC_NAMES
         self.val_metrics = PreferenceMetrics(names)
         self.test_metrics = PreferenceMetrics(names)
@@ -201,7 +202,7 @@ class DPOModule(pl.LightningModule):
         """
         loss, options = self.loss_settings, self.logps_options
         policy = completion_logps(
-            self.policy, batch, options=options, ld_alpha=loss.ld_alpha, with_wpo=loss.use_weighting
+            self.policy, batch, options=options, ld_alpha=loss.ld_alpha, with_wpo=loss.use_weighting, with_stats=True
         )  # (2B,)
         reference = self.reference.logps(batch, options, ld_alpha=loss.ld_alpha)  # (2B,) or None
         out, chosen, rejected = pair_loss(policy, reference, loss)
@@ -221,7 +222,17 @@ class DPOModule(pl.LightningModule):
             on_epoch=False,
             batch_size=batch_size,
         )
+        self.log("train/num_tokens", self._count_tokens(batch), on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": loss, "margins": stats["rewards/margins"].values}
+
+    def _count_tokens(self, batch: dict[str, Tensor]) -> Tensor:
+        """Cumulative training tokens over all ranks, counted as TRL counts them: the attention mask's ones.
+        Kept on the device (int64, exact), so that counting adds no host sync to the step."""
+        tokens = batch["attention_mask"].sum()
+        if self.trainer.world_size > 1:
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
+        self._num_tokens = tokens + self._num_tokens
+        return self._num_tokens.float()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._evaluation_step(batch, "val", self.val_metrics)
@@ -281,9 +292,11 @@ class DPOModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["reference_state"] = self.reference.state_for_checkpoint()
+        checkpoint["num_tokens"] = int(self._num_tokens)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.reference.load_checkpoint_state(checkpoint.get("reference_state", {}))
+        self._num_tokens = int(checkpoint.get("num_tokens", 0))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.trainer.global_step  # optimizer steps; several batches share one under accumulation

@@ -6,6 +6,8 @@ For K selected positions with hidden states h (K, H), a head W (V, H) (+ bias b 
     logp_k = z_k[y_k] − logsumexp(z_k)          # what DPO sums
     mean_k = mean_v z_k,v                       # the logits/* metrics (detached)
     lss_k  = log Σ_v p_v² = logsumexp(2 z_k) − 2 logsumexp(z_k)   # WPO's weights (detached, optional)
+    H_k    = −Σ_v p_v log p_v                                       # entropy (detached, optional)
+    top1_k = argmax_v z_k == y_k                                    # token accuracy (optional)
 
 ``transform`` is the identity for a plain head, or a model's logit scaling and final soft-capping
 (z = c·tanh(s·y / c), Gemma 2; z = s·y, Cohere, Granite).
@@ -43,6 +45,10 @@ class HeadLogps(NamedTuple):
     """Vocabulary-mean logit (detached)."""
     log_sum_sq: Tensor | None = None
     """log Σ_v p_v² (detached), when asked for (WPO)."""
+    entropy: Tensor | None = None
+    """The entropy of the next-token distribution in nats (detached), when asked for (``with_stats``)."""
+    is_top1: Tensor | None = None
+    """Whether the target is the most likely token (bool), when asked for (``with_stats``)."""
 
 
 def auto_chunk_size(vocab: int, elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
@@ -72,7 +78,7 @@ def _block(h: Tensor, weight: Tensor, bias: Tensor | None, out: torch.dtype, sca
 
 class _FusedHeadLogps(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_size, logit_scale, softcap, with_wpo):
+    def forward(ctx, hidden, weight, bias, labels, chunk_size, logit_scale, softcap, with_wpo, with_stats):
         # hidden (K, H), weight (V, H), bias (V,) or None, labels (K,) long
         compute = _compute_dtype(hidden)
         out = torch.promote_types(compute, torch.float32)
@@ -82,6 +88,8 @@ class _FusedHeadLogps(torch.autograd.Function):
         log_norm = hidden.new_empty(num_tokens, dtype=out)  # logsumexp(z_k), kept for the backward
         mean_logits = hidden.new_empty(num_tokens, dtype=out)
         log_sum_sq = hidden.new_empty(num_tokens if with_wpo else 0, dtype=out)
+        entropy = hidden.new_empty(num_tokens if with_stats else 0, dtype=out)
+        is_top1 = hidden.new_empty(num_tokens if with_stats else 0, dtype=torch.bool)
         with torch.autocast(device, enabled=False):
             w = weight.to(compute)  # one cast for all chunks (a no-op without autocast)
             b = bias.to(compute) if bias is not None else None
@@ -92,15 +100,20 @@ class _FusedHeadLogps(torch.autograd.Function):
                 log_norm[rows] = lse
                 logps[rows] = z.gather(1, labels[rows, None]).squeeze(1) - lse
                 mean_logits[rows] = z.mean(-1)
+                if with_stats:  # before WPO's in-place doubling of z
+                    is_top1[rows] = z.argmax(-1) == labels[rows]
+                    logp = z - lse[:, None]  # (C, V); −Σ p·log p, not lse − Σ p·z, which cancels when peaked
+                    entropy[rows] = -torch.linalg.vecdot(logp.exp(), logp)
+                    del logp
                 if with_wpo:
                     log_sum_sq[rows] = torch.logsumexp(z.mul_(2), -1) - 2 * lse
         ctx.save_for_backward(hidden, weight, bias, labels, log_norm)
         ctx.config = (chunk_size, logit_scale, softcap, compute)
-        ctx.mark_non_differentiable(mean_logits, log_sum_sq)
-        return logps, mean_logits, log_sum_sq
+        ctx.mark_non_differentiable(mean_logits, log_sum_sq, entropy, is_top1)
+        return logps, mean_logits, log_sum_sq, entropy, is_top1
 
     @staticmethod
-    def backward(ctx, grad_logps, _grad_mean, _grad_lss):
+    def backward(ctx, grad_logps, *_grad_stats):
         hidden, weight, bias, labels, log_norm = ctx.saved_tensors
         chunk_size, logit_scale, softcap, compute = ctx.config
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
@@ -142,7 +155,7 @@ class _FusedHeadLogps(torch.autograd.Function):
                     grad_b += dz.sum(0).to(grad_b.dtype)
         grad_w = grad_w.to(weight.dtype) if need_w else None
         grad_b = grad_b.to(bias.dtype) if need_b else None
-        return grad_h, grad_w, grad_b, None, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None, None, None
 
 
 def fused_head_logps(
@@ -155,6 +168,7 @@ def fused_head_logps(
     logit_scale: float = 1.0,
     softcap: float | None = None,
     with_wpo: bool = False,
+    with_stats: bool = False,
 ) -> HeadLogps:
     """Per-token log-probs of ``labels`` under the head, ``chunk_size`` tokens at a time (see the module doc).
 
@@ -165,12 +179,15 @@ def fused_head_logps(
         chunk_size: Tokens per block of logits; ``None`` sizes blocks to about 8M logits.
         logit_scale, softcap: The model's logit post-processing (1.0 and ``None`` for a plain head).
         with_wpo: Also return log Σ_v p_v² per token.
+        with_stats: Also return each token's entropy and whether its target is the top-1 token (one more
+            exponential and one argmax per block of logits).
     """
     chunk = chunk_size or auto_chunk_size(weight.shape[0])
-    logps, mean_logits, lss = _FusedHeadLogps.apply(
-        hidden, weight, bias, labels, chunk, float(logit_scale), softcap, with_wpo
+    logps, mean_logits, lss, entropy, is_top1 = _FusedHeadLogps.apply(
+        hidden, weight, bias, labels, chunk, float(logit_scale), softcap, with_wpo, with_stats
     )
-    return HeadLogps(logps, mean_logits, lss if with_wpo else None)
+    stats = (entropy, is_top1) if with_stats else (None, None)
+    return HeadLogps(logps, mean_logits, lss if with_wpo else None, *stats)
 
 
 def reference_head_logps(
@@ -182,6 +199,7 @@ def reference_head_logps(
     logit_scale: float = 1.0,
     softcap: float | None = None,
     with_wpo: bool = False,
+    with_stats: bool = False,
 ) -> HeadLogps:
     """The same outputs from full (K, V) logits and autograd: the simple path the fused one must match."""
     z = F.linear(hidden, weight, bias)  # (K, V)
@@ -192,4 +210,11 @@ def reference_head_logps(
     logps = z.gather(1, labels[:, None]).squeeze(1) - log_norm
     with torch.no_grad():
         lss = (2 * z).logsumexp(-1) - 2 * log_norm if with_wpo else None
-        return HeadLogps(logps, z.mean(-1), lss)
+        stats = (entropy_from_logits(z), z.argmax(-1) == labels) if with_stats else (None, None)
+        return HeadLogps(logps, z.mean(-1), lss, *stats)
+
+
+def entropy_from_logits(z: Tensor) -> Tensor:
+    """(..., V) logits -> (...) entropy of softmax(z) in nats, −Σ p log p, computed the plain way."""
+    logp = torch.log_softmax(z, -1)
+    return -(logp.exp() * logp).sum(-1)

@@ -28,7 +28,7 @@ def run(model, batch, options, **kwargs):
 
 def assert_same(reference, fast):
     (ref_out, ref_grads), (out, grads) = reference, fast
-    for name in ("logps", "num_tokens", "logits_sum", "raw_logps", "wpo_log_weights"):
+    for name in ("logps", "num_tokens", "logits_sum", "raw_logps", "wpo_log_weights", "entropy_sum", "top1_count"):
         a, b = getattr(ref_out, name), getattr(out, name)
         assert (a is None) == (b is None), name
         if a is not None:
@@ -46,7 +46,11 @@ def test_every_architecture_matches_full_logits(arch, layout, make_model, batch)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("extra", [{"ld_alpha": 0.3}, {"with_wpo": True}, {"ld_alpha": 0.0, "with_wpo": True}], ids=str)
+@pytest.mark.parametrize(
+    "extra",
+    [{"ld_alpha": 0.3}, {"with_wpo": True}, {"ld_alpha": 0.0, "with_wpo": True}, {"with_stats": True}],
+    ids=str,
+)
 def test_ld_dpo_and_wpo_match_full_logits(layout, extra, make_model, batch):
     model = make_model("llama")
     assert_same(run(model, batch, REFERENCE, **extra), run(model, batch, LAYOUTS[layout], **extra))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -30,13 +32,28 @@ def grads(out, upstream, tensors):
 @pytest.mark.parametrize("bias", [False, True])
 def test_matches_full_logits_values_and_gradients(chunk, transform, bias):
     hidden, weight, b, labels, upstream = inputs(bias=bias)
-    ref = reference_head_logps(hidden, weight, b, labels, with_wpo=True, **transform)
-    out = fused_head_logps(hidden, weight, b, labels, chunk_size=chunk, with_wpo=True, **transform)
-    for name in ("logps", "mean_logits", "log_sum_sq"):
+    ref = reference_head_logps(hidden, weight, b, labels, with_wpo=True, with_stats=True, **transform)
+    out = fused_head_logps(hidden, weight, b, labels, chunk_size=chunk, with_wpo=True, with_stats=True, **transform)
+    for name in ("logps", "mean_logits", "log_sum_sq", "entropy"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=1e-5, atol=1e-5, msg=name)
+    assert torch.equal(out.is_top1, ref.is_top1)
     for fast, slow in zip(grads(out, upstream, (hidden, weight, b)), grads(ref, upstream, (hidden, weight, b))):
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
-    assert not out.mean_logits.requires_grad and not out.log_sum_sq.requires_grad
+    assert not any(t.requires_grad for t in (out.mean_logits, out.log_sum_sq, out.entropy))
+
+
+def test_entropy_and_top1_by_hand():
+    """Two tokens, vocabulary 3: uniform logits (entropy ln 3, any argmax) and peaked ones."""
+    z = torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]], dtype=torch.float64)  # (K=2, V=3) = eye(2) @ z
+    hidden, weight, labels = torch.eye(2, dtype=torch.float64), z.T.contiguous(), torch.tensor([2, 0])
+    out = fused_head_logps(hidden, weight, None, labels, with_stats=True)
+    p = torch.tensor([1.0, math.exp(-10), math.exp(-10)], dtype=torch.float64)
+    p = p / p.sum()  # softmax([10, 0, 0])
+    expected = torch.tensor([math.log(3), float(-(p * p.log()).sum())], dtype=torch.float64)
+    torch.testing.assert_close(out.entropy, expected, rtol=1e-12, atol=1e-12)
+    assert out.is_top1.tolist() == [False, True]  # uniform: argmax is token 0, not the target 2
+    plain = fused_head_logps(hidden, weight, None, labels)
+    assert plain.entropy is None and plain.is_top1 is None  # not asked for: not computed
 
 
 def test_float64_is_exact_to_rounding():
