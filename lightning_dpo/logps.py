@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from lightning_dpo.ops.fused_head import HeadLogps, entropy_from_logits, fused_head_logps
 from lightning_dpo.ops.hidden import completion_hidden
-from lightning_dpo.ops.packing import TokenLayout
+from lightning_dpo.ops.moe import sequence_router_sums
+from lightning_dpo.ops.packing import TokenLayout, padded_token_owners
 
 
 class SequenceLogps(NamedTuple):
@@ -55,6 +56,14 @@ class SequenceLogps(NamedTuple):
     """Σ over completion tokens of the next-token distribution's entropy (detached), with ``with_stats``."""
     top1_count: Tensor | None = None
     """Completion tokens whose target is the model's most likely token, with ``with_stats``."""
+    router_assignments: Tensor | None = None
+    """(N, E) a mixture-of-experts model's top-k assignments per expert over each sequence's tokens (all of
+    them, prompt included) and MoE layers, with ``router``; with the next two, a
+    :class:`~lightning_dpo.ops.moe.RouterSums`."""
+    router_probabilities: Tensor | None = None
+    """(N, E) routing probabilities summed likewise (with gradient)."""
+    router_rows: Tensor | None = None
+    """(N,) tokens × MoE layers routed per sequence."""
 
 
 def token_logps(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -169,20 +178,29 @@ def completion_logps(
     ld_alpha: float | None = None,
     with_wpo: bool = False,
     with_stats: bool = False,
+    router: tuple[int, int] | None = None,
 ) -> SequenceLogps:
     """One forward pass of a causal LM over the concatenated batch; returns its :class:`SequenceLogps`.
 
     ``options`` chooses the fast or the reference path; ``ld_alpha``, ``with_wpo`` and ``with_stats`` are
-    LD-DPO's down-weighting, WPO's weights and the entropy / token-accuracy sums (:func:`sequence_logps`).
+    LD-DPO's down-weighting, WPO's weights and the entropy / token-accuracy sums (:func:`sequence_logps`);
+    ``router`` = (experts, top-k) of a mixture-of-experts model adds its per-sequence router sums.
     """
     fast = (
-        completion_hidden(model, batch, padding_free=options.padding_free, share_prompt=options.share_prompt)
+        completion_hidden(
+            model,
+            batch,
+            padding_free=options.padding_free,
+            share_prompt=options.share_prompt,
+            router_logits=router is not None,
+        )
         if options.fused_head
         else None
     )
     if fast is None:
-        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        return sequence_logps(
+        extra = {"output_router_logits": True} if router is not None else {}
+        outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **extra)
+        out = sequence_logps(
             outputs.logits,
             batch["input_ids"],
             batch["completion_mask"],
@@ -190,6 +208,10 @@ def completion_logps(
             with_wpo=with_wpo,
             with_stats=with_stats,
         )
+        if router is None:
+            return out
+        tokens, owners = padded_token_owners(batch["attention_mask"])
+        return _with_router(out, outputs.router_logits, router, tokens, owners)
     head = fast.parts.head
     out = fused_head_logps(
         fast.hidden,
@@ -203,9 +225,22 @@ def completion_logps(
         with_stats=with_stats,
     )
     sums = sums_over_sequences(out, fast.layout, ld_alpha=ld_alpha)
-    if fast.packed is None:
+    if fast.packed is not None:
+        sums = sums._replace(computed_tokens=fast.packed.tokens_per_sequence)
+    if router is None:
         return sums
-    return sums._replace(computed_tokens=fast.packed.tokens_per_sequence)
+    tokens, owners = fast.packed.token_owners() if fast.packed else padded_token_owners(batch["attention_mask"])
+    return _with_router(sums, fast.router_logits, router, tokens, owners)
+
+
+def _with_router(
+    sums: SequenceLogps, router_logits: tuple[Tensor, ...], router: tuple[int, int], tokens: Tensor, owners: Tensor
+) -> SequenceLogps:
+    experts, top_k = router
+    routed = sequence_router_sums(router_logits, experts, top_k, tokens, owners, sums.logps.shape[0])
+    return sums._replace(
+        router_assignments=routed.assignments, router_probabilities=routed.probabilities, router_rows=routed.rows
+    )
 
 
 def sums_over_sequences(head: HeadLogps, layout: TokenLayout, *, ld_alpha: float | None = None) -> SequenceLogps:

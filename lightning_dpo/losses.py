@@ -41,6 +41,8 @@ class PreferenceLossOutput(NamedTuple):
     """β·(log πθ(yl|x) − log πref(yl|x)), detached."""
     nll_loss: Tensor | None = None
     """Scalar mean NLL of the chosen tokens, detached, when a loss (``sft``, ``orpo``) or RPO used it."""
+    aux_loss: Tensor | None = None
+    """Scalar router load-balancing loss of a mixture-of-experts policy, detached, when it was added."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class LossSettings:
     """α of ``alpha_divergence``."""
     rpo_alpha: float | None = None
     """RPO (Pang et al. 2024, arXiv 2404.19733): add α·NLL of the chosen completion to every pair's loss."""
+    router_aux_loss_coef: float | None = None
+    """Mixture-of-experts policies: the weight of the router's load-balancing loss added to the loss (TRL's
+    name). ``None``: the model config's own ``router_aux_loss_coef`` (none for a dense model)."""
 
     def __post_init__(self) -> None:
         _check_settings(self)

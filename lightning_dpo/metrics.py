@@ -55,6 +55,8 @@ def pair_statistics(out: PreferenceLossOutput, chosen: SequenceLogps, rejected: 
         extra["mean_token_accuracy"] = Stat(
             chosen.top1_count.to(ones.dtype) / chosen_tokens.clamp(min=1), chosen_tokens
         )
+    if out.aux_loss is not None:
+        extra["aux_loss"] = Stat(out.aux_loss.expand_as(ones), ones)
     if out.nll_loss is not None:
         extra["nll_loss"] = Stat(out.nll_loss.expand_as(ones), chosen.num_tokens.to(ones.dtype))
     return {
@@ -81,14 +83,19 @@ def weighted_mean(stat: Stat) -> Tensor:
     return (stat.values * stat.weights).sum() / stat.weights.sum().clamp(min=torch.finfo(stat.values.dtype).tiny)
 
 
+OPTIONAL_METRIC_NAMES = ("nll_loss", "aux_loss")
+"""Metrics that only some runs compute: the chosen NLL (``sft``, ``orpo``, RPO) and a MoE router's loss."""
+
+
 class PreferenceMetrics(nn.Module):
-    """One ``MeanMetric`` per metric name, for epoch-level (validation/test) logging.
+    """One ``MeanMetric`` per metric name, for epoch-level (validation/test) logging; a name the step's
+    statistics do not hold (an optional metric) is neither updated nor logged.
 
     ``MeanMetric`` accumulates weighted sums and reduces them across processes at ``compute()``, so
     ``val/*`` values are exact over the whole split under DDP, not a mean of per-rank means.
     """
 
-    def __init__(self, names: tuple[str, ...] = METRIC_NAMES) -> None:
+    def __init__(self, names: tuple[str, ...] = METRIC_NAMES + OPTIONAL_METRIC_NAMES) -> None:
         super().__init__()
         # nn.ModuleDict keys cannot contain '.', and '/' reads badly in state dicts: map to '__'.
         self.means = nn.ModuleDict({self._key(name): MeanMetric() for name in names})
@@ -100,9 +107,10 @@ class PreferenceMetrics(nn.Module):
 
     def update(self, stats: dict[str, Stat]) -> None:
         for name in self.names:
-            stat = stats[name]
-            self.means[self._key(name)].update(stat.values.float(), stat.weights.float())
+            if name in stats:
+                stat = stats[name]
+                self.means[self._key(name)].update(stat.values.float(), stat.weights.float())
 
-    def items(self):
-        """(name, MeanMetric) pairs, to pass metric objects to ``LightningModule.log``."""
-        return ((name, self.means[self._key(name)]) for name in self.names)
+    def items(self, stats: dict[str, Stat]):
+        """(name, MeanMetric) of the metrics ``stats`` holds, to pass metric objects to ``LightningModule.log``."""
+        return ((name, self.means[self._key(name)]) for name in self.names if name in stats)

@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from lightning_dpo.embedded import DEFAULT_MODEL
 from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
 from lightning_dpo.losses import LossSettings, PreferenceLossOutput, preference_loss
-from lightning_dpo.metrics import METRIC_NAMES, PreferenceMetrics, Stat, pair_statistics, weighted_mean
+from lightning_dpo.metrics import PreferenceMetrics, Stat, pair_statistics, weighted_mean
 from lightning_dpo.models import apply_lora, enable_gradient_checkpointing, load_causal_lm, vocab_size
 from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.namespace import pl, submodule
+from lightning_dpo.ops.moe import RouterSums, load_balancing_loss, moe_routing
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
 from lightning_dpo.reference import Reference, ReferenceSettings, make_reference
 from lightning_dpo.settings import as_dict, as_settings, refuse_renamed
@@ -130,9 +131,10 @@ class DPOModule(pl.LightningModule):
         )
         self._last_sync_step = -1
         self._num_tokens: Tensor | int = 0  # training tokens over all ranks (TRL's num_tokens); in checkpoints
-        names = (*METRIC_NAMES, "nll_loss") if self.loss_settings.uses_nll else METRIC_NAMES
-        self.val_metrics = PreferenceMetrics(names)
-        self.test_metrics = PreferenceMetrics(names)
+        self.val_metrics = PreferenceMetrics()
+        self.test_metrics = PreferenceMetrics()
+        self._router: tuple[int, int] | None = None  # (experts, top-k) of a MoE policy whose router loss is added
+        self._router_coef = 0.0
         # The reference's weights can be rebuilt from the model source: keep them out of checkpoints.
         self.register_state_dict_post_hook(_drop_rebuildable_state)
         self.register_load_state_dict_post_hook(_ignore_missing_rebuildable_state)
@@ -163,6 +165,7 @@ class DPOModule(pl.LightningModule):
                 policy = apply_lora(policy, dict(self.hparams.lora))
             policy.train()  # from_pretrained returns eval mode; the trainer keeps modules' modes as they are
             self.policy = policy
+            self._router, self._router_coef = _router_loss(policy, self.loss_settings.router_aux_loss_coef)
             self.reference.prepare(self.policy)  # frozen and in eval mode from here on
         if self.hparams.gradient_checkpointing:
             # After prepare(), so that a frozen copy does not inherit it; the no-grad reference pass (under
@@ -202,10 +205,20 @@ class DPOModule(pl.LightningModule):
         """
         loss, options = self.loss_settings, self.logps_options
         policy = completion_logps(
-            self.policy, batch, options=options, ld_alpha=loss.ld_alpha, with_wpo=loss.use_weighting, with_stats=True
+            self.policy,
+            batch,
+            options=options,
+            ld_alpha=loss.ld_alpha,
+            with_wpo=loss.use_weighting,
+            with_stats=True,
+            router=self._router,
         )  # (2B,)
         reference = self.reference.logps(batch, options, ld_alpha=loss.ld_alpha)  # (2B,) or None
         out, chosen, rejected = pair_loss(policy, reference, loss)
+        if self._router is not None:  # a MoE policy: its router's load-balancing loss, over the whole batch
+            routed = RouterSums(policy.router_assignments, policy.router_probabilities, policy.router_rows)
+            aux = load_balancing_loss(routed, num_experts=self._router[0])
+            out = out._replace(losses=out.losses + self._router_coef * aux, aux_loss=aux.detach())
         stats = pair_statistics(out, chosen, rejected)
         if policy.computed_tokens is not None:  # a packed batch: what packing saved against padding
             stats["tokens_saved"] = _tokens_saved(policy.computed_tokens, batch["input_ids"].shape[1])
@@ -244,7 +257,7 @@ class DPOModule(pl.LightningModule):
         loss, stats = self.dpo_step(batch)
         metrics.update(stats)
         batch_size = stats["loss"].values.shape[0]
-        for name, metric in metrics.items():
+        for name, metric in metrics.items(stats):
             self.log(
                 f"{stage}/{name}",
                 metric,
@@ -313,6 +326,22 @@ class DPOModule(pl.LightningModule):
                 f"predicts only {vocab_size(self.policy)}: use the model's own tokenizer "
                 "(data.tokenizer_name_or_path) or resize the model's embeddings"
             )
+
+
+def _router_loss(policy: nn.Module, coef: float | None) -> tuple[tuple[int, int] | None, float]:
+    """(experts, top-k) and the weight of a MoE policy's router loss, or (None, 0) when none is added. ``coef``
+    ``None``: the config's own ``router_aux_loss_coef``, as transformers trains the model."""
+    routing = moe_routing(policy)
+    if routing is None:
+        if coef:
+            raise ValueError(
+                f"loss.router_aux_loss_coef is {coef} but {type(policy).__name__} is not a mixture-of-experts model "
+                "with router logits: there is no router loss to weight"
+            )
+        return None, 0.0
+    config = policy.get_base_model().config if hasattr(policy, "get_base_model") else policy.config
+    coef = float(getattr(config, "router_aux_loss_coef", 0.0) if coef is None else coef)
+    return (routing if coef else None), coef
 
 
 def pair_loss(

@@ -28,22 +28,31 @@ class CompletionHidden(NamedTuple):
     """(K, H) final hidden states at the positions that predict completion tokens."""
     packed: PackedBatch | None
     """The packed row the body ran on, or ``None`` (padded)."""
+    router_logits: tuple[Tensor, ...] | None = None
+    """A mixture-of-experts body's (S, E) router logits per MoE layer, over the tokens it ran on, when asked."""
 
 
 def completion_hidden(
-    model: nn.Module, batch: dict[str, Tensor], *, padding_free: bool | None = None, share_prompt: bool | None = None
+    model: nn.Module,
+    batch: dict[str, Tensor],
+    *,
+    padding_free: bool | None = None,
+    share_prompt: bool | None = None,
+    router_logits: bool = False,
 ) -> CompletionHidden | None:
     """The hidden states DPO needs, or ``None`` when the model cannot be split (use full logits).
 
     ``padding_free`` / ``share_prompt``: ``None`` packs (sharing each pair's prompt) where it pays: on a CPU
     with ``sdpa`` attention (per-span attention, no mask), and without prompt sharing with flash attention.
+    ``router_logits``: also return a mixture-of-experts body's router logits (``output_router_logits``).
     """
     parts = _split(model, batch)
     if parts is None:
         return None
     layout = _plan(batch).layout
     packed = _packing(model, parts, batch, layout, padding_free, share_prompt)
-    return CompletionHidden(parts, layout, _hidden(model, parts, batch, layout, packed), packed)
+    hidden, routers = _hidden(model, parts, batch, layout, packed, router_logits=router_logits)
+    return CompletionHidden(parts, layout, hidden, packed, routers)
 
 
 def resolve_packing(
@@ -102,15 +111,25 @@ def _packing(
 
 
 def _hidden(
-    model: nn.Module, parts: CausalLMParts, batch: dict[str, Tensor], layout: TokenLayout, packed: PackedBatch | None
-) -> Tensor:
-    """(K, H) from the padded (N, T) batch or the packed (1, S) row."""
+    model: nn.Module,
+    parts: CausalLMParts,
+    batch: dict[str, Tensor],
+    layout: TokenLayout,
+    packed: PackedBatch | None,
+    router_logits: bool = False,
+) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    """(K, H) from the padded (N, T) batch or the packed (1, S) row, and the router logits when asked."""
+    extra = {"output_router_logits": True} if router_logits else {}
     if packed is None:
-        out = parts.body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        return out.last_hidden_state[layout.rows, layout.cols]  # (N, T, H) -> (K, H)
-    kwargs = packed_call_kwargs(attention_kind(model), packed)
-    out = parts.body(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False, **kwargs)
-    return out.last_hidden_state[0, packed.index]  # (1, S, H) -> (K, H)
+        out = parts.body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **extra)
+        hidden = out.last_hidden_state[layout.rows, layout.cols]  # (N, T, H) -> (K, H)
+    else:
+        kwargs = packed_call_kwargs(attention_kind(model), packed)
+        out = parts.body(
+            input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False, **kwargs, **extra
+        )
+        hidden = out.last_hidden_state[0, packed.index]  # (1, S, H) -> (K, H)
+    return hidden, (tuple(out.router_logits) if router_logits else None)
 
 
 _PACKING_VERIFIED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]] = weakref.WeakKeyDictionary()
@@ -132,8 +151,8 @@ def _packing_verified(
     model.eval()
     try:
         with torch.no_grad():
-            expected = _hidden(model, parts, pair, layout, None).float()
-            actual = _hidden(model, parts, pair, layout, packed).float() if packed is not None else None
+            expected = _hidden(model, parts, pair, layout, None)[0].float()
+            actual = _hidden(model, parts, pair, layout, packed)[0].float() if packed is not None else None
     finally:
         for module, mode in modes:
             module.training = mode

@@ -63,6 +63,25 @@ class PackedBatch(NamedTuple):
     """Whether each pair's prompt appears once."""
     tokens_per_sequence: Tensor
     """(N,) tokens of each row of the batch in the packed row (a shared prompt counts for the chosen row)."""
+    span_rows: tuple[int, ...] = ()
+    """The batch row each span of ``spans`` holds."""
+
+    def token_owners(self) -> tuple[Tensor, Tensor]:
+        """(tokens, owners): packed position ``tokens[i]`` is a token of batch row ``owners[i]``. A shared prompt
+        token is listed for both its chosen and its rejected row, as each row holds it when padded."""
+        tokens, owners = [], []
+        for (start, end, prefix_start, prefix_end), row in zip(self.spans, self.span_rows):
+            for first, last in ((prefix_start, prefix_end), (start, end)):
+                tokens.append(torch.arange(first, last))
+                owners.append(torch.full((last - first,), row))
+        device = self.input_ids.device
+        return torch.cat(tokens).to(device), torch.cat(owners).to(device)
+
+
+def padded_token_owners(attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(tokens, owners) of a padded (N, T) batch seen as N·T tokens in row-major order: its real tokens and rows."""
+    tokens = attention_mask.reshape(-1).bool().nonzero().squeeze(1)
+    return tokens, tokens // attention_mask.shape[1]
 
 
 def token_layout(batch: dict[str, Tensor]) -> TokenLayout:
@@ -148,6 +167,7 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
         where[layout.rows, layout.cols],
         prompt is not None,
         keep.sum(-1),
+        tuple(range(n)) if prompt is None else tuple(r for i in range(n // 2) for r in (i, n // 2 + i)),
     )
 
 
