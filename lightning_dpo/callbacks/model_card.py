@@ -8,6 +8,7 @@ LightningCLI saved, or the command line.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import re
@@ -126,7 +127,7 @@ def model_card(trainer: Any, pl_module: Any, log_dir: str | None, adapter: bool 
     DDP, so the caller reads it on every rank)."""
     from huggingface_hub import ModelCardData
 
-    from lightning_dpo import __version__
+    __version__ = importlib.metadata.version("lightning-dpo")
 
     metadata = card_metadata(trainer, pl_module, adapter)
     base = metadata.get("base_model") or getattr(pl_module, "hparams", {}).get("model_name_or_path", "a causal LM")
