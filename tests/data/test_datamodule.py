@@ -62,16 +62,18 @@ def test_pairs_without_room_for_a_completion_are_dropped_loudly(tmp_path, tiny_m
         {"prompt": f"q{i} " + "word " * (40 if i % 2 else 1), "chosen": " yes", "rejected": " no"} for i in range(10)
     ]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = PreferenceDataModule(
-        dataset=str(tmp_path),
-        tokenizer_name_or_path=str(tiny_model_dir),
-        max_length=20,
-        max_prompt_length=None,
-        val_size=2,
-    )
-    with pytest.warns(UserWarning, match=r"dropped 5 of 10 records \(5 no_completion_tokens\).*train\.jsonl:2"):
+    options = dict(dataset=str(tmp_path), tokenizer_name_or_path=str(tiny_model_dir), max_length=20, val_size=2)
+    data = PreferenceDataModule(**options, truncation_mode="keep_start")  # a long prompt fills max_length
+    with pytest.warns(
+        UserWarning, match=r"dropped 5 of 10 records \(5 no_completion_tokens\).*train\.jsonl:2.*keep_end"
+    ):
         data.setup("fit")
     assert len(data.train_data) + len(data.val_data) == 5
+    # keep_end cuts the long prompts' starts instead (down to half of max_length), so every pair stays.
+    data = PreferenceDataModule(**options)
+    data.setup("fit")
+    assert len(data.train_data) + len(data.val_data) == 10
+    assert data.data_report["train"]["cut"]["prompt"]["pairs"] > 0
 
 
 def test_tokenizer_is_required_without_a_trainer(tiny_data_dir):
