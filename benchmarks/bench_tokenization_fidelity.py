@@ -2,6 +2,7 @@
 what HH-shaped data keeps and cuts.
 
     python benchmarks/bench_tokenization_fidelity.py [--pairs 2312] [--fidelity-pairs 300] [--work DIR]
+        [--tokenizer-pairs 2000]
 
 Data and tokenizers come from ``scripts/make_hh_shaped_data.py`` (HH-shaped synthetic transcripts, not
 the real HH-RLHF split, which is not available offline). It prints:
@@ -42,9 +43,12 @@ from lightning_dpo.data.tokenize import tokenize_examples  # noqa: E402
 from lightning_dpo.data.truncation import TokenSettings  # noqa: E402
 
 
-def build(work: Path, pairs: int, seed: int) -> None:
+def build(work: Path, pairs: int, seed: int, tokenizer_pairs: int) -> None:
+    """Write the data and tokenizers into ``work``, unless a previous run with as many pairs left them there."""
     if not (work / "test.jsonl").is_file() or len((work / "test.jsonl").read_text().splitlines()) != pairs:
-        hh.main(["--out", str(work), "--pairs", str(pairs), "--seed", str(seed)])
+        hh.main(
+            ["--out", str(work), "--pairs", str(pairs), "--seed", str(seed), "--tokenizer-pairs", str(tokenizer_pairs)]
+        )
 
 
 def read(path: Path) -> list[dict]:
@@ -115,11 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=2312)
     parser.add_argument("--fidelity-pairs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer-pairs", type=int, default=2000)
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "lightning_dpo_hh_shaped"))
     args = parser.parse_args(argv)
     datasets.disable_progress_bars()
     work = Path(args.work)
-    build(work, args.pairs, args.seed)
+    build(work, args.pairs, args.seed, args.tokenizer_pairs)
     implicit, spaced = read(work / "test.jsonl"), read(work / "test_whitespace.jsonl")
     tokenizers = {family: AutoTokenizer.from_pretrained(work / family) for family in hh.FAMILIES}
     print(f"lightning_dpo from {Path(lightning_dpo.__file__).parent}; HH-shaped synthetic data in {work}")

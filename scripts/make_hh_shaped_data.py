@@ -19,7 +19,7 @@ Tokenizer families (:func:`train_tokenizer`), each trained on the generated text
 ``whitespace_ended`` rewrites explicit-prompt records so that the prompt ends in the space that the
 completion used to begin with (``"…Assistant: "`` + ``"I think …"``).
 
-    python scripts/make_hh_shaped_data.py --out /tmp/hh [--pairs 2312] [--seed 0]
+    python scripts/make_hh_shaped_data.py --out /tmp/hh [--pairs 2312] [--seed 0] [--tokenizer-pairs 2000]
 
 writes ``test.jsonl`` (implicit prompts), ``test_whitespace.jsonl`` (explicit, whitespace-ended prompts) and
 one tokenizer directory per family. The output is a pure function of ``--pairs`` and ``--seed``.
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--pairs", type=int, default=2312, help="records (HH's harmless-base test split has 2,312)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer-pairs", type=int, default=2000, help="records whose text trains the tokenizers")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl(out / "test.jsonl", rows)
     write_jsonl(out / "test_whitespace.jsonl", whitespace_ended(rows))
     for family in FAMILIES:
-        train_tokenizer(family, corpus(hh_shaped_pairs(2000, args.seed + 1))).save_pretrained(out / family)
+        texts = corpus(hh_shaped_pairs(args.tokenizer_pairs, args.seed + 1))
+        train_tokenizer(family, texts).save_pretrained(out / family)
     print(f"wrote {out}: test.jsonl ({len(rows)} records), test_whitespace.jsonl, tokenizers {', '.join(FAMILIES)}")
 
 
