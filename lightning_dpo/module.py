@@ -35,6 +35,9 @@ OptimizerCallable, LRSchedulerCallable = _cli.OptimizerCallable, _cli.LRSchedule
 
 Stage = Literal["train", "val", "test"]
 
+PROGRESS_BAR = ("loss", "rewards/margins", "rewards/accuracies")
+"""Metrics shown in the progress bar, for training and evaluation alike."""
+
 RENAMED_ARGUMENTS = {
     **{
         name: f"loss.{name}"
@@ -228,15 +231,28 @@ class DPOModule(pl.LightningModule):
         loss, stats = self.dpo_step(batch)
         batch_size = stats["loss"].values.shape[0]
         # Tensors, not floats: Lightning reduces them without a host sync per metric.
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=batch_size)
-        self.log_dict(
-            {f"train/{name}": weighted_mean(stat) for name, stat in stats.items() if name != "loss"},
-            on_step=True,
-            on_epoch=False,
-            batch_size=batch_size,
-        )
+        values = {
+            "loss": loss.detach(),
+            **{name: weighted_mean(stat) for name, stat in stats.items() if name != "loss"},
+        }
+        for name, value in values.items():
+            self.log(
+                f"train/{name}",
+                value,
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size,
+                prog_bar=name in PROGRESS_BAR,
+            )
+        if (lr := self._learning_rate()) is not None:  # TRL's `learning_rate`; no LearningRateMonitor needed
+            self.log("train/learning_rate", lr, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/num_tokens", self._count_tokens(batch), on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": loss, "margins": stats["rewards/margins"].values}
+
+    def _learning_rate(self) -> float | None:
+        """The learning rate this step uses: the first optimizer's first parameter group (as TRL logs it)."""
+        optimizers = self.trainer.optimizers
+        return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
 
     def _count_tokens(self, batch: dict[str, Tensor]) -> Tensor:
         """Cumulative training tokens over all ranks, counted as TRL counts them: the attention mask's ones.
@@ -264,7 +280,7 @@ class DPOModule(pl.LightningModule):
                 on_step=False,
                 on_epoch=True,
                 batch_size=batch_size,
-                prog_bar=name in ("loss", "rewards/accuracies"),
+                prog_bar=name in PROGRESS_BAR,
             )
         return {"loss": loss, "margins": stats["rewards/margins"].values}
 

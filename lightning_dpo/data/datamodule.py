@@ -35,7 +35,7 @@ from lightning_dpo.data.sources import (
     read_splits,
 )
 from lightning_dpo.data.templates import resolve_chat_template
-from lightning_dpo.data.truncation import TRUNCATION_MODES, TokenSettings, TruncationMode
+from lightning_dpo.data.truncation import TokenSettings, TruncationMode
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.models import load_tokenizer
 from lightning_dpo.namespace import pl, submodule
@@ -68,9 +68,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         val_dataset: A separate source (or list of sources) for validation: its ``val_split``, or its only split.
         val_size: Pairs carved out of train for validation when no split is given: a fraction (< 1) or a count.
         tokenizer_name_or_path: The tokenizer. ``None``: the model's (``model.model_name_or_path``).
-        max_length: Maximum tokens of prompt + completion; longer completions are cut at their end.
-        max_prompt_length: Maximum prompt tokens with ``truncation_mode=keep_end``; longer prompts keep their
-            last tokens (and BOS).
+        max_length: Maximum tokens of prompt + completion. A pair that fits is never cut; one that does not is
+            cut as ``truncation_mode`` says.
+        max_prompt_length: With ``truncation_mode=keep_end``, the prompt tokens a pair that does not fit keeps
+            before its completions are cut: a long prompt first loses tokens from its start (after BOS), only as
+            many as the pair needs, down to this floor; then the completion's end goes. ``None``: half of
+            ``max_length``.
         batch_size: Preference pairs per device per step (each pair is two sequences).
         val_batch_size: Pairs per device per validation step. ``None``: ``batch_size``.
         num_workers: DataLoader worker processes.
@@ -83,12 +86,14 @@ class PreferenceDataModule(pl.LightningDataModule):
             the text itself in front of text prompts.
         chat_template: A Jinja chat template (or a file with one) for conversational records, instead of the
             tokenizer's own. It is also saved with the exported tokenizer.
-        truncation_mode: ``keep_end``: the prompt keeps its last ``max_prompt_length`` tokens, then a completion
-            that still overflows ``max_length`` loses its end. ``keep_start`` (TRL's default): prompt +
-            completion loses its end past ``max_length``.
-        strict: Stop at the first bad record (invalid JSON, missing/None or non-string field, empty completion,
-            chosen identical to rejected, exact duplicate, ...) with an error naming source, record and field.
-            ``False``: skip bad records, count them by reason and warn.
+        truncation_mode: ``keep_end``: a pair longer than ``max_length`` cuts its prompt's start (down to
+            ``max_prompt_length``), then its completion's end. ``keep_start`` (TRL's default): prompt +
+            completion loses its end past ``max_length`` (a prompt that fills it leaves the pair unusable).
+        strict: Stop at the first bad record (invalid JSON, missing/None or non-string field, both completions
+            empty, chosen identical to rejected, exact duplicate, ...) with an error naming source, record and
+            field; and at a record with one empty completion, which is otherwise kept (an EOS-only completion:
+            saying nothing can be the preferred answer) and counted in the data report. ``False``: skip bad
+            records, count them by reason and warn.
         group_by_length: Batch training pairs of similar length together (seeded, shuffled batches) to cut
             padding. ``False``: plain seeded shuffling.
         cache_dir: Where tokenised splits are cached, keyed by the data and every setting that changes tokens.
@@ -106,7 +111,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         val_size: float = 0.05,
         tokenizer_name_or_path: str | None = None,
         max_length: int = 512,
-        max_prompt_length: int | None = 256,
+        max_prompt_length: int | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -123,13 +128,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         num_proc: int | None = None,
     ) -> None:
         super().__init__()
-        if truncation_mode not in TRUNCATION_MODES:
-            raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
-        if truncation_mode == "keep_end" and max_prompt_length is not None and max_prompt_length >= max_length:
-            raise ValueError(
-                f"max_prompt_length ({max_prompt_length}) must be smaller than max_length ({max_length}) "
-                "to leave room for completion tokens"
-            )
+        TokenSettings(max_length, max_prompt_length, truncation_mode)  # refuses bad lengths before any work
         check_columns(columns)
         for source in as_sources(dataset) + (as_sources(val_dataset) if val_dataset is not None else []):
             check_columns(source.columns)

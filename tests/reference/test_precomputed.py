@@ -88,7 +88,7 @@ def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, embedded_model_dir
     assert torch.equal(again.reference.table, first.reference.table)
 
     changes = [
-        (module(tiny_model_dir, cache), make_data(max_prompt_length=8)),  # tokens
+        (module(tiny_model_dir, cache), make_data(max_length=20, max_prompt_length=None)),  # tokens (pairs cut to 20)
         (module(tiny_model_dir, cache, loss={"ld_alpha": 0.5}), make_data()),  # LD-DPO sums
         (module(tiny_model_dir, cache, reference={"model_name_or_path": str(embedded_model_dir)}), make_data()),
     ]
