@@ -7,6 +7,7 @@ train_dataloader               StatefulDataLoader + PairSampler (seeded, sharded
 
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 from dataclasses import asdict, dataclass
@@ -233,22 +234,27 @@ class PreferenceDataModule(pl.LightningDataModule):
         """The split's tokens and tally: from memory, from the disk cache, or built now (and cached)."""
         hp = self.hparams
         cache_dir = hp.cache_dir or default_cache_dir()
-        found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key)
+        found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key, discard_corrupt=write)
         if found is None:
-            data, tally = build_split(
-                plan.sources,
-                self.tokenizer,
-                self._settings,
-                system_prompt=hp.system_prompt,
-                strict=hp.strict,
-                num_proc=hp.num_proc,
-                fingerprint=plan.key,
-                desc=f"tokenizing {plan.sources[0].name}",
-            )
-            found = (data, tally)
-            if write and len(data) and cache.save(cache_dir, plan.key, data, tally, plan.parts):
-                found = cache.load(cache_dir, plan.key)  # memory-mapped, as every other rank sees it
-        elif hp.strict and (error := first_bad_record(found[1])) is not None:
+            # Another process building the same key (a second run on this cache) holds the lock: wait, then
+            # load its entry instead of tokenising again.
+            with cache.lock(cache_dir, plan.key) if write else contextlib.nullcontext():
+                found = cache.load(cache_dir, plan.key, discard_corrupt=write) if write else None
+                if found is None:
+                    data, tally = build_split(
+                        plan.sources,
+                        self.tokenizer,
+                        self._settings,
+                        system_prompt=hp.system_prompt,
+                        strict=hp.strict,
+                        num_proc=hp.num_proc,
+                        fingerprint=plan.key,
+                        desc=f"tokenizing {plan.sources[0].name}",
+                    )
+                    found = (data, tally)
+                    if write and len(data) and cache.save(cache_dir, plan.key, data, tally, plan.parts):
+                        found = cache.load(cache_dir, plan.key) or found  # memory-mapped, as other ranks see it
+        if hp.strict and (error := first_bad_record(found[1])) is not None:
             raise error  # the cache was made without strict and skipped this record
         self._memory[plan.key] = found
         return found
