@@ -5,6 +5,7 @@ from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
 from lightning_dpo.module import DPOModule
+from lightning_dpo.nonfinite import NonFiniteError, NonFiniteSettings
 from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_reference
 
 __version__ = "0.2.0"
@@ -17,6 +18,8 @@ __all__ = [
     "HFExportCallback",
     "LogpsOptions",
     "LossSettings",
+    "NonFiniteError",
+    "NonFiniteSettings",
     "PreferenceDataModule",
     "PreferenceLossOutput",
     "ReferenceSettings",

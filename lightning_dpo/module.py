@@ -24,6 +24,7 @@ from lightning_dpo.metrics import METRIC_NAMES, PreferenceMetrics, Stat, pair_st
 from lightning_dpo.models import apply_lora, enable_gradient_checkpointing, load_causal_lm, vocab_size
 from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.namespace import pl, submodule
+from lightning_dpo.nonfinite import NonFiniteGuard, NonFiniteSettings
 from lightning_dpo.optim import LinearWarmup, PaperRMSprop
 from lightning_dpo.reference import Reference, ReferenceSettings, make_reference
 from lightning_dpo.settings import as_dict, as_settings, refuse_renamed
@@ -76,6 +77,8 @@ class DPOModule(pl.LightningModule):
         reference: Where reference log-probs come from: mode, a separate reference model, TR-DPO, the
             precomputed cache (:class:`ReferenceSettings`).
         logps: How log-probs are computed: the fused LM head, packing, prompt sharing (:class:`LogpsOptions`).
+        nonfinite: What a training step does when a log-prob, the loss or a gradient is NaN or infinite: stop
+            with an error naming the step and the pairs, or skip the step (:class:`NonFiniteSettings`).
         lora: Train a LoRA adapter instead of all weights: ``peft.LoraConfig`` keys, e.g.
             ``{r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}`` (needs ``peft``).
         quantization: Load the base in k-bit for QLoRA: ``transformers.BitsAndBytesConfig`` keys, e.g.
@@ -102,6 +105,7 @@ class DPOModule(pl.LightningModule):
         loss: LossSettings = LossSettings(),
         reference: ReferenceSettings = ReferenceSettings(),
         logps: LogpsOptions = LogpsOptions(),
+        nonfinite: NonFiniteSettings = NonFiniteSettings(),
         lora: dict[str, Any] | None = None,
         quantization: dict[str, Any] | None = None,
         disable_dropout: bool = True,
@@ -117,9 +121,11 @@ class DPOModule(pl.LightningModule):
         self.loss_settings = as_settings(LossSettings, loss, "DPOModule(loss=...)")
         self.reference_settings = as_settings(ReferenceSettings, reference, "DPOModule(reference=...)")
         self.logps_options = as_settings(LogpsOptions, logps, "DPOModule(logps=...)")
+        self.nonfinite_guard = NonFiniteGuard(as_settings(NonFiniteSettings, nonfinite, "DPOModule(nonfinite=...)"))
         # Only primitives go into checkpoints (they load with weights_only=True): the groups as plain dicts.
         # The injected callables stay out; the CLI's saved config.yaml keeps them.
-        loss, reference, logps = (as_dict(g) for g in (self.loss_settings, self.reference_settings, self.logps_options))
+        groups = (self.loss_settings, self.reference_settings, self.logps_options, self.nonfinite_guard.settings)
+        loss, reference, logps, nonfinite = (as_dict(g) for g in groups)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -205,6 +211,9 @@ class DPOModule(pl.LightningModule):
         )  # (2B,)
         reference = self.reference.logps(batch, options, ld_alpha=loss.ld_alpha)  # (2B,) or None
         out, chosen, rejected = pair_loss(policy, reference, loss)
+        if self._trainer is not None and self.trainer.training:  # decided at the optimizer step (nonfinite.py)
+            ref_logps = reference.logps if reference is not None else None
+            self.nonfinite_guard.observe(policy.logps, ref_logps, out.losses, batch.get("pair_index"))
         stats = pair_statistics(out, chosen, rejected)
         if policy.computed_tokens is not None:  # a packed batch: what packing saved against padding
             stats["tokens_saved"] = _tokens_saved(policy.computed_tokens, batch["input_ids"].shape[1])
@@ -266,6 +275,7 @@ class DPOModule(pl.LightningModule):
         strategy = self._trainer.strategy if self._trainer is not None else None
         if type(strategy).__name__ == "DeepSpeedStrategy":  # by name: deepspeed is not imported unless used
             check_deepspeed_strategy(strategy)  # the frozen reference stays out of its checkpoints
+        self.nonfinite_guard.check_strategy(strategy)
         # The frozen reference is in eval mode on purpose; Lightning warns about any eval-mode module at
         # the start of fit. Silence exactly that message, and only when we hold a reference model.
         if self.reference.name != "none":
@@ -279,11 +289,16 @@ class DPOModule(pl.LightningModule):
         self._check_tokenizer_fits()
         self.reference.before_fit(self.trainer, self.policy, self.logps_options, self.loss_settings.ld_alpha)
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.nonfinite_guard.decide(self.trainer, self, optimizer)  # raise, skip the step, or let it go
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["reference_state"] = self.reference.state_for_checkpoint()
+        checkpoint["nonfinite_state"] = self.nonfinite_guard.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.reference.load_checkpoint_state(checkpoint.get("reference_state", {}))
+        self.nonfinite_guard.load_state_dict(checkpoint.get("nonfinite_state", {}))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.trainer.global_step  # optimizer steps; several batches share one under accumulation

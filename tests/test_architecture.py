@@ -19,7 +19,7 @@ LAYERS = [
     {"settings", "storage", "errors", "embedded", "namespace"},  # foundations: no maths, no models
     {"ops"},  # fast paths: fused head, packing, attention spans
     {"logps", "losses", "optim"},  # the maths, as pure functions
-    {"models", "sharding", "metrics"},  # loading models, strategies' helpers, metric reduction
+    {"models", "sharding", "metrics", "nonfinite"},  # loading models, strategies' helpers, metrics, NaN guard
     {"data"},  # the data pipeline and its LightningDataModule
     {"evaluation"},  # the evaluation library: sampling, KL, rewards, judges
     {"reference"},  # reference strategies

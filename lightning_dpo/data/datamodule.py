@@ -367,6 +367,15 @@ class PreferenceDataModule(pl.LightningDataModule):
         """A hash of every pair's tokens, train then validation (see ``tokens_fingerprint``)."""
         return tokens_fingerprint(self.train_data, self.val_data)
 
+    def pair_locations(self, pair_indices: list[int]) -> list[str]:
+        """Where each pair came from (``data/train.jsonl:12``, ``org/set[train] row 7``), by ``pair_index``:
+        what errors about a batch (a non-finite loss) name."""
+        n_train, found = len(self.train_data), []
+        for i in pair_indices:
+            split, row = (self.train_data, i) if i < n_train else (self.val_data, i - n_train)
+            found.append(split[row]["location"] if 0 <= row < len(split) else f"pair_index {i}")
+        return found
+
     def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Batches of this rank's share of all pairs (every ``world_size``-th, from ``rank``), in order.
 
