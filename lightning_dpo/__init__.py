@@ -1,6 +1,12 @@
 """lightning_dpo: Direct Preference Optimization (Rafailov et al. 2023) as a PyTorch Lightning plugin."""
 
-from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, RewardMarginCallback
+from lightning_dpo.callbacks import (
+    AtomicCheckpointIO,
+    GenerationSamples,
+    HFExportCallback,
+    PreemptionCheckpoint,
+    RewardMarginCallback,
+)
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
@@ -11,6 +17,7 @@ from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_refe
 __version__ = "0.2.0"
 
 __all__ = [
+    "AtomicCheckpointIO",
     "LOSSES",
     "REFERENCES",
     "DPOModule",
@@ -20,6 +27,7 @@ __all__ = [
     "LossSettings",
     "NonFiniteError",
     "NonFiniteSettings",
+    "PreemptionCheckpoint",
     "PreferenceDataModule",
     "PreferenceLossOutput",
     "ReferenceSettings",

@@ -1,7 +1,15 @@
-"""Callbacks: reward-margin distributions, Hugging Face export and generation samples."""
+"""Callbacks: reward-margin distributions, Hugging Face export, generation samples, a checkpoint on preemption."""
 
+from lightning_dpo.callbacks.checkpoint_io import AtomicCheckpointIO
 from lightning_dpo.callbacks.export import HFExportCallback
 from lightning_dpo.callbacks.margins import RewardMarginCallback
+from lightning_dpo.callbacks.preemption import PreemptionCheckpoint
 from lightning_dpo.callbacks.samples import GenerationSamples
 
-__all__ = ["GenerationSamples", "HFExportCallback", "RewardMarginCallback"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "GenerationSamples",
+    "HFExportCallback",
+    "PreemptionCheckpoint",
+    "RewardMarginCallback",
+]

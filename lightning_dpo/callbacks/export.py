@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 from torch import Tensor, nn
 
+from lightning_dpo import storage
 from lightning_dpo.models import is_peft_model
 from lightning_dpo.namespace import pl, submodule
 from lightning_dpo.sharding import full_policy_state_dict
@@ -15,7 +19,9 @@ from lightning_dpo.sharding import full_policy_state_dict
 class HFExportCallback(pl.Callback):
     """Writes ``policy.save_pretrained`` and the data module's tokenizer into ``<log_dir>/<dirname>`` at the
     end of ``fit``, and, with ``every_n_train_steps``, into ``<log_dir>/<dirname>/step-<N>`` during it.
-    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
+    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result. Each
+    export is written to a hidden folder beside its target and renamed into place (:func:`publish_export`),
+    so a crash mid-export never leaves a half-written model.
 
     A LoRA policy is saved as its adapter alone (``PeftModel.from_pretrained`` loads it onto the base), or,
     with ``merge_adapter``, merged into the base weights (``AutoModelForCausalLM`` loads it). Under sharded
@@ -52,15 +58,48 @@ class HFExportCallback(pl.Callback):
         # Under FSDP1/FSDP2/ZeRO-3 every rank takes part in gathering the full policy; rank 0 gets it.
         state = full_policy_state_dict(pl_module.policy, trainer.strategy.model)
         if trainer.is_global_zero:
-            save_policy(pl_module.policy, path, self.merge_adapter, state_dict=state)
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
-            if tokenizer is not None:
-                tokenizer.save_pretrained(path)
+
+            def write(folder: str) -> None:
+                save_policy(pl_module.policy, folder, self.merge_adapter, state_dict=state)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(folder)
+
+            publish_export(path, write)
             submodule("utilities").rank_zero_info(
                 f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}"
             )
         self.last_export = path
         trainer.strategy.barrier()
+
+
+def publish_export(path: str, write: Callable[[str], None]) -> None:
+    """Run ``write(folder)`` on a hidden staging folder beside ``path``, then rename it to ``path``: a crash
+    mid-export leaves the previous export, or none, never a folder that ``from_pretrained`` half-loads.
+
+    Replacing an existing export (the end-of-fit export goes into the folder that holds the ``step-N``
+    exports): the old folder is renamed aside, the new one renamed into place, and the old one's ``step-*``
+    folders moved into it before the old one is deleted. A crash between those renames leaves a complete
+    export (or the complete staging folder) and the step exports in the hidden old folder: nothing is lost.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = storage.staging_path(final)
+    try:
+        write(str(staging))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # only this export's partial files
+        raise
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    old = storage.staging_path(final, "old")
+    os.rename(final, old)
+    os.rename(staging, final)
+    for child in sorted(old.iterdir()):
+        if child.is_dir() and child.name.startswith("step-") and not (final / child.name).exists():
+            os.rename(child, final / child.name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_policy(

@@ -1,0 +1,58 @@
+"""``PreemptionCheckpoint``: when a cluster preempts the run with SIGTERM, leave a checkpoint that resumes
+exactly.
+
+Lightning already turns SIGTERM into an orderly stop (``_SignalConnector``): its handler only sets
+``trainer.received_sigterm``; the loop finishes the batch in progress, optimizer step included, and then
+raises ``SIGTERMException`` (a ``SystemExit``), and under DDP rank 0's signal is broadcast so that every rank
+stops after the same batch. Under SLURM with ``auto_requeue`` the SIGTERM that comes before the kill is
+handled the same way. What Lightning does not do is save anything: a run preempted between two
+``ModelCheckpoint`` saves loses the steps since the last one. This callback saves in ``on_exception``, for
+that exception only: any other exception can stop a run mid-step (weights updated, counters not), and a
+checkpoint of that state would not resume exactly.
+
+``--ckpt_path last`` (``trainer.fit(ckpt_path="last")``) picks the newest of this file and the
+``ModelCheckpoint`` ``last`` files, as for Lightning's ``OnExceptionCheckpoint``; a run that then completes
+removes it. The file is written like every Lightning checkpoint: to a temporary file, then renamed, so a
+second signal (or SIGKILL) during the save leaves the previous file whole.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lightning_dpo.namespace import pl, submodule
+
+_OnExceptionCheckpoint = submodule("callbacks.on_exception_checkpoint").OnExceptionCheckpoint
+_SIGTERMException = submodule("utilities.exceptions").SIGTERMException
+
+
+class PreemptionCheckpoint(_OnExceptionCheckpoint):
+    """Saves ``<dirpath>/<filename>.ckpt`` when SIGTERM stops ``fit`` (see the module docstring).
+
+    Args:
+        dirpath: The folder of the checkpoint. Relative paths are relative to the working directory (which
+            stays the same when a cluster requeues the job, unlike a logger's ``version_N`` folder).
+        filename: The file name, without ``.ckpt``.
+    """
+
+    def __init__(self, dirpath: str = "checkpoints", filename: str = "preempted") -> None:
+        super().__init__(dirpath=dirpath, filename=filename)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, _SIGTERMException) or trainer.sanity_checking:
+            return
+        if trainer.state.fn != "fit":
+            return
+        trainer.save_checkpoint(self.ckpt_path)
+        submodule("utilities").rank_zero_info(
+            f"SIGTERM: saved {self.ckpt_path} at step {trainer.global_step}; resume with --ckpt_path last "
+            f"(or ckpt_path={os.path.abspath(self.ckpt_path)!r})"
+        )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # a run that got to the end: the preemption checkpoint is stale
+            super().teardown(trainer, pl_module, stage)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
