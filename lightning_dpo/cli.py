@@ -8,7 +8,12 @@ from __future__ import annotations
 import sys
 
 from lightning_dpo.commands import COMMANDS
+from lightning_dpo.errors import UserError
+from lightning_dpo.namespace import submodule
 from lightning_dpo.settings import import_object
+
+SIGTERM_EXIT = 128 + 15
+"""The exit status of a run that SIGTERM stopped (after it saved what ``PreemptionCheckpoint`` saves)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"lightning-dpo: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    return import_object(COMMANDS[name].entry)(rest) or 0
+    try:
+        return import_object(COMMANDS[name].entry)(rest) or 0
+    except UserError as e:  # a mistake in a file or a setting: its message says what to fix, a traceback would not
+        print(f"lightning-dpo {name}: error: {e}", file=sys.stderr)
+        return 1
+    except submodule("utilities.exceptions").SIGTERMException:
+        print(f"lightning-dpo {name}: stopped by SIGTERM after the batch in progress", file=sys.stderr)
+        return SIGTERM_EXIT
 
 
 def usage() -> str:

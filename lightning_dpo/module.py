@@ -21,7 +21,14 @@ from lightning_dpo.embedded import DEFAULT_MODEL
 from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
 from lightning_dpo.losses import LossSettings, PreferenceLossOutput, preference_loss
 from lightning_dpo.metrics import METRIC_NAMES, PreferenceMetrics, Stat, pair_statistics, weighted_mean
-from lightning_dpo.models import apply_lora, enable_gradient_checkpointing, load_causal_lm, vocab_size
+from lightning_dpo.models import (
+    SequenceTooLong,
+    apply_lora,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    max_positions,
+    vocab_size,
+)
 from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.namespace import pl, submodule
 from lightning_dpo.nonfinite import NonFiniteGuard, NonFiniteSettings
@@ -287,6 +294,7 @@ class DPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._check_tokenizer_fits()
+        self._check_positions_fit()
         self.reference.before_fit(self.trainer, self.policy, self.logps_options, self.loss_settings.ld_alpha)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -307,6 +315,17 @@ class DPOModule(pl.LightningModule):
             self._last_sync_step = step
             self.reference.sync(self.policy, settings.mixup_alpha)
 
+    def _check_positions_fit(self) -> None:
+        """Refuse, before any step, pairs longer than the policy has positions for (``PreferenceDataModule``
+        cuts them when it knows the model; a data module set up on its own does not)."""
+        limit = max_positions(self.policy.config) if hasattr(self.policy, "config") else None
+        longest = _longest_pair(self.trainer.datamodule) if self.trainer.datamodule is not None else None
+        if limit is not None and longest is not None and longest > limit:
+            raise SequenceTooLong(
+                f"the data has pairs of {longest} tokens but the model {self.hparams.model_name_or_path!r} has "
+                f"{limit} positions (max_position_embeddings): set data.max_length to {limit} or less"
+            )
+
     def _check_tokenizer_fits(self) -> None:
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None) if self.trainer.datamodule else None
         if tokenizer is not None and len(tokenizer) > vocab_size(self.policy):
@@ -315,6 +334,11 @@ class DPOModule(pl.LightningModule):
                 f"predicts only {vocab_size(self.policy)}: use the model's own tokenizer "
                 "(data.tokenizer_name_or_path) or resize the model's embeddings"
             )
+
+
+def _longest_pair(datamodule: Any) -> int | None:
+    longest = getattr(datamodule, "longest_pair", None)
+    return longest() if longest is not None else None
 
 
 def pair_loss(
