@@ -16,6 +16,7 @@ otherwise unpickle it), and anything that is not a checkpoint is reported with i
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,17 @@ class AtomicCheckpointIO(_TorchCheckpointIO):
         kwargs = {} if map_location is None else {"map_location": map_location}
         try:
             return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only, **kwargs)
-        except torch.serialization.pickle.UnpicklingError as e:
-            raise UnsafeCheckpointError(
-                f"refusing the checkpoint {path}: it does not load with weights_only=True, so it carries pickled "
-                f"objects that would run code ({str(e).splitlines()[-1] if str(e) else type(e).__name__}). Load only "
-                "checkpoints you made; a lightning_dpo checkpoint holds tensors and primitives only"
-            ) from None
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpointError(refusal(path, e)) from None
+
+
+def refusal(path: Any, error: BaseException) -> str:
+    """One line on a checkpoint that ``weights_only=True`` refused, with torch's reason (the global it met)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    reason = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error")), "")
+    reason = reason.split(". Please use")[0] or type(error).__name__
+    where = f"the checkpoint {path}" if path is not None else "a checkpoint"
+    return (
+        f"refusing {where}: it does not load with weights_only=True, so it carries pickled objects that would run "
+        f"code ({reason}). Load only checkpoints you made; a lightning_dpo checkpoint holds tensors and primitives"
+    )

@@ -12,8 +12,11 @@ checkpoint of that state would not resume exactly.
 
 ``--ckpt_path last`` (``trainer.fit(ckpt_path="last")``) picks the newest of this file and the
 ``ModelCheckpoint`` ``last`` files, as for Lightning's ``OnExceptionCheckpoint``; a run that then completes
-removes it. The file is written like every Lightning checkpoint: to a temporary file, then renamed, so a
-second signal (or SIGKILL) during the save leaves the previous file whole.
+removes it. With ``AtomicCheckpointIO`` the file is written to a temporary file beside it and renamed, so a
+SIGKILL during the save leaves the previous file whole.
+
+It is a ``Checkpoint`` callback, and Lightning adds its default ``ModelCheckpoint`` only when no ``Checkpoint``
+callback is listed: list a ``ModelCheckpoint`` beside it (the shipped configs do).
 """
 
 from __future__ import annotations
