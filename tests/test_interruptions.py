@@ -172,6 +172,8 @@ def test_slurm_requeue_then_sigterm_resumes_exactly(
     # The requeued job: the same command under SLURM; Lightning resumes from the requeue checkpoint by itself.
     for name, value in SLURM.items():
         monkeypatch.setenv(name, value)
+    progress = torch.load(hpc, weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]
+    assert progress["ready"] == progress["processed"]  # saved at a batch's end, not inside one (the handler's moment)
     environment = load_script_module.submodule("plugins.environments").SLURMEnvironment(auto_requeue=True)
     step = _step_of(hpc)
     resumed = _resume(fit, run, tiny_model_dir, tiny_data_dir, ckpt_path=None, environment=environment)
