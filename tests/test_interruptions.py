@@ -178,3 +178,16 @@ def test_slurm_requeue_then_sigterm_resumes_exactly(
     step = _step_of(hpc)
     resumed = _resume(fit, run, tiny_model_dir, tiny_data_dir, ckpt_path=None, environment=environment)
     assert resumed == pytest.approx(uninterrupted[step:], abs=1e-6)
+
+
+def test_the_command_exits_143_when_sigterm_stopped_it(monkeypatch, capsys):
+    import lightning_dpo.commands.fit as fit_command
+    from lightning_dpo.cli import SIGTERM_EXIT, main
+    from lightning_dpo.namespace import submodule
+
+    def preempted(argv):
+        raise submodule("utilities.exceptions").SIGTERMException()  # what Lightning raises after the batch
+
+    monkeypatch.setattr(fit_command, "fit", preempted)
+    assert main(["fit"]) == SIGTERM_EXIT == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
