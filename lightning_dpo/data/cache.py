@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo import storage
 
-CACHE_VERSION = 2
+CACHE_VERSION = 1
 """Bump when a change to this package changes the tokens it produces from the same inputs."""
 
 
@@ -59,9 +59,13 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return digest.hexdigest()
 
 
+ENTRY_LAYOUT = 2
+"""Bump when the files of an entry change (2: ``manifest.json``), so that older entries are simply not found."""
+
+
 def cache_key(parts: dict[str, Any]) -> str:
-    """A short hash of JSON-able ``parts`` (plus ``CACHE_VERSION``)."""
-    text = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    """A short hash of JSON-able ``parts`` (plus ``CACHE_VERSION`` and ``ENTRY_LAYOUT``)."""
+    text = json.dumps({"version": CACHE_VERSION, "layout": ENTRY_LAYOUT, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
