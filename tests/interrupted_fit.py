@@ -11,7 +11,8 @@ prints ``step N`` after every optimizer step (flushed), for a parent that signal
     kill-train     SIGKILL itself after step 5 (between the checkpoints of steps 4 and 6)
     kill-write     SIGKILL itself halfway through writing last.ckpt at step 4
     term-val       SIGTERM itself in the second validation
-    wait           nothing: the parent sends a signal
+    wait           nothing: the parent sends a signal after ``step 3``; from then on each step first sleeps a
+                   second, so that the run cannot end before the signal lands, however loaded the machine
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +39,10 @@ class Steps(pl.Callback):
         self.losses: list[float] = []
         self.event = event
         self.validations = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.event == "wait" and trainer.global_step >= 3:
+            time.sleep(1.0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(outputs["loss"].item())
