@@ -116,7 +116,7 @@ def to_example(
 ) -> Example:
     """Validate one raw row and return its example; raise :class:`PreferenceDataError` naming the record."""
     if isinstance(row, InvalidJSON):
-        raise PreferenceDataError(location, None, row.message, kind="invalid_json")
+        raise PreferenceDataError(location, None, row.message, kind=row.kind)
     if not isinstance(row, Mapping):
         raise PreferenceDataError(
             location,
