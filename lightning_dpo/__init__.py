@@ -1,6 +1,12 @@
 """lightning_dpo: Direct Preference Optimization (Rafailov et al. 2023) as a PyTorch Lightning plugin."""
 
-from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, HubSettings, RewardMarginCallback
+from lightning_dpo.callbacks import (
+    GenerationSamples,
+    HFExportCallback,
+    HubSettings,
+    RewardMarginCallback,
+    ThroughputCallback,
+)
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
@@ -22,6 +28,7 @@ __all__ = [
     "PreferenceLossOutput",
     "ReferenceSettings",
     "RewardMarginCallback",
+    "ThroughputCallback",
     "preference_loss",
     "register_loss",
     "register_reference",
