@@ -7,6 +7,7 @@ from lightning_dpo.callbacks import (
     HubSettings,
     PreemptionCheckpoint,
     RewardMarginCallback,
+    ThroughputCallback,
 )
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.logps import LogpsOptions
@@ -34,6 +35,7 @@ __all__ = [
     "PreferenceLossOutput",
     "ReferenceSettings",
     "RewardMarginCallback",
+    "ThroughputCallback",
     "preference_loss",
     "register_loss",
     "register_reference",

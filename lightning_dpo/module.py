@@ -33,7 +33,7 @@ from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.namespace import pl, submodule
 from lightning_dpo.nonfinite import NonFiniteGuard, NonFiniteSettings
 from lightning_dpo.ops.moe import RouterSums, load_balancing_loss, moe_routing
-from lightning_dpo.optim import LinearWarmup, PaperRMSprop
+from lightning_dpo.optim import LinearWarmup, OptimizerInBackward, PaperRMSprop, check_in_backward
 from lightning_dpo.reference import Reference, ReferenceSettings, make_reference
 from lightning_dpo.settings import as_dict, as_settings, refuse_renamed
 from lightning_dpo.sharding import check_deepspeed_strategy, fully_shard_model, hf_deepspeed_zero3
@@ -107,6 +107,10 @@ class DPOModule(pl.LightningModule):
             RMSprop at learning rate 1e-6.
         lr_scheduler: Builds a per-step LR scheduler from the optimizer, or ``None``. Default: the paper's
             linear warmup over 150 steps.
+        optimizer_in_backward: Apply each parameter's optimizer step inside backward, as soon as its gradient
+            is complete, and free the gradient (torchtune's ``optimizer_in_bwd``): the model's gradients never
+            all exist at once. The same updates bit for bit; one device only, and refused with gradient
+            clipping, gradient accumulation and fp16 (``optim.OptimizerInBackward``).
     """
 
     @refuse_renamed(RENAMED_ARGUMENTS, "DPOModule")
@@ -127,6 +131,7 @@ class DPOModule(pl.LightningModule):
         compile: bool | dict[str, Any] = False,
         optimizer: OptimizerCallable = PaperRMSprop,
         lr_scheduler: LRSchedulerCallable | None = LinearWarmup,
+        optimizer_in_backward: bool = False,
     ) -> None:
         super().__init__()
         self.loss_settings = as_settings(LossSettings, loss, "DPOModule(loss=...)")
@@ -310,7 +315,11 @@ class DPOModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         # The reference is frozen (requires_grad=False), so only policy parameters reach the optimizer.
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        if self.hparams.optimizer_in_backward:
+            check_in_backward(self.trainer)
+            optimizer = OptimizerInBackward(params, self.optimizer_factory)
+        else:
+            optimizer = self.optimizer_factory(params)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

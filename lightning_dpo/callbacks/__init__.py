@@ -1,5 +1,5 @@
 """Callbacks: reward-margin distributions, Hugging Face export (model card, Hub upload), generation samples,
-a checkpoint on preemption, atomic checkpoint writes."""
+a checkpoint on preemption, atomic checkpoint writes, throughput (tokens/s, FLOPs/s, MFU)."""
 
 from lightning_dpo.callbacks.checkpoint_io import AtomicCheckpointIO
 from lightning_dpo.callbacks.export import HFExportCallback
@@ -7,6 +7,7 @@ from lightning_dpo.callbacks.margins import RewardMarginCallback
 from lightning_dpo.callbacks.model_card import HubSettings
 from lightning_dpo.callbacks.preemption import PreemptionCheckpoint
 from lightning_dpo.callbacks.samples import GenerationSamples
+from lightning_dpo.callbacks.throughput import ThroughputCallback
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -15,4 +16,5 @@ __all__ = [
     "HubSettings",
     "PreemptionCheckpoint",
     "RewardMarginCallback",
+    "ThroughputCallback",
 ]
