@@ -43,7 +43,7 @@ def step_timer(
     """A Lightning callback that appends each training step's seconds to ``times`` and, when given, its
     non-padding tokens to ``tokens`` and the seconds of its optimizer step (from ``on_before_optimizer_step``
     to the end of the batch) to ``optimizer_times``. ``clock`` may synchronise a GPU before reading the time."""
-    import pytorch_lightning as pl
+    from lightning_dpo.namespace import pl
 
     class StepTimer(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

@@ -118,7 +118,7 @@ def _synchronized_clock():
 
 
 def run_lightning(model_dir: str, data_dir: str, steps: int, packed: bool) -> dict:
-    import pytorch_lightning as pl
+    from lightning_dpo.namespace import pl
     import torch
 
     from lightning_dpo import DPOModule, PreferenceDataModule

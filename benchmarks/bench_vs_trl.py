@@ -212,7 +212,7 @@ def training_order(model_dir: str, data_dir: str, shape: Shape, out: Path) -> di
 
 
 def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padded: bool, option: str = "") -> dict:
-    import pytorch_lightning as pl
+    from lightning_dpo.namespace import pl
     import torch
     from bench_common import step_timer
 
