@@ -27,9 +27,10 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 MANIFEST = "manifest.json"
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
@@ -61,14 +62,18 @@ def staging_path(final: str | os.PathLike, suffix: str = "tmp") -> Path:
     return final.parent / f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.{suffix}"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path``: a temporary file beside it, flushed to disk, then renamed over it."""
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write ``data`` to ``path``: a temporary file beside it, flushed to disk, then renamed over it. ``data`` is
+    the bytes, or a function that writes them to the open file (``torch.save`` of a checkpoint, say)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
