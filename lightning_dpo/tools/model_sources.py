@@ -27,6 +27,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.models import load_causal_lm, load_tokenizer
+from lightning_dpo.tools.runs import newest_run_below
 
 
 @dataclass
@@ -57,8 +58,8 @@ def expand_source(spec: str, group: str | None = None, all_steps: bool = True) -
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {spec!r} does not exist")
         return [_source(spec, _run_hparams(path.parent.parent), group, _step_from_ckpt(path.name))]
-    if path.is_dir() and not (path / "hf_model").is_dir() and (newest := _newest_version(path)) is not None:
-        path = newest  # a logger's name folder (runs/beta-0.1): its newest version_N
+    if path.is_dir() and not (path / "hf_model").is_dir() and not (path / "config.json").exists():
+        path = newest_run_below(path, _is_run_dir) or path  # runs/beta-0.1, lightning_logs or a root dir
     if path.is_dir() and (path / "hf_model").is_dir():  # a run directory
         hparams = _run_hparams(path)
         exports = sorted(_step_exports(path / "hf_model")) if all_steps else []
@@ -100,10 +101,8 @@ def _step_exports(hf_model: Path) -> list[tuple[int, Path]]:
     return [(n, p) for p in hf_model.iterdir() if p.is_dir() and (n := _step_from_dir(p.name)) is not None]
 
 
-def _newest_version(path: Path) -> Path | None:
-    versions = [(int(m.group(1)), p) for p in path.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
-    runs = [(n, p) for n, p in versions if (p / "hf_model").is_dir()]
-    return max(runs)[1] if runs else None
+def _is_run_dir(path: Path) -> bool:
+    return (path / "hf_model").is_dir()
 
 
 def _same_weights(a: Path, b: Path) -> bool:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from lightning_dpo.tools.runs import newest_run_below
 
 Series = tuple[list[float], list[float]]
 """(steps, values)."""
@@ -48,41 +49,20 @@ def _figure(width: float, height: float) -> Any:
 
 
 def find_run_dir(path: str | Path) -> Path:
-    """``path`` itself when it holds metrics; else the newest run below it (up to three levels: a
-    ``lightning_logs`` folder, or the ``default_root_dir`` that holds it, or a folder of logger names): the
-    highest ``version_N``, and among equal versions the most recently written metrics."""
+    """``path`` itself when it holds metrics; else the newest run below it (:func:`~lightning_dpo.tools.runs.
+    newest_run_below`: a ``lightning_logs`` folder, the ``default_root_dir`` that holds it, or a folder of
+    logger names)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
     if _has_metrics(path):
         return path
-    runs = [p for p in _folders_below(path, depth=3) if _has_metrics(p)]
-    if runs:
-        return max(runs, key=_run_order)
+    if (run := newest_run_below(path, _has_metrics)) is not None:
+        return run
     raise FileNotFoundError(
         f"no metrics in or below {str(path)!r}: expected a metrics.csv (CSVLogger) or events.out.tfevents.* files "
         "(TensorBoardLogger), e.g. in lightning_logs/version_0"
     )
-
-
-def _folders_below(path: Path, depth: int) -> list[Path]:
-    """Every folder under ``path`` down to ``depth`` levels (hidden ones, exports and checkpoints skipped)."""
-    found, level = [], [path]
-    for _ in range(depth):
-        level = [
-            child
-            for folder in level
-            for child in sorted(folder.iterdir())
-            if child.is_dir() and not child.name.startswith(".") and child.name not in ("hf_model", "checkpoints")
-        ]
-        found += level
-    return found
-
-
-def _run_order(run: Path) -> tuple[int, float]:
-    version = re.fullmatch(r"version_(\d+)", run.name)
-    files = [run / "metrics.csv"] if (run / "metrics.csv").is_file() else list(run.glob("events.out.tfevents.*"))
-    return (int(version.group(1)) if version else -1, max(f.stat().st_mtime for f in files))
 
 
 def _has_metrics(path: Path) -> bool:

@@ -58,7 +58,7 @@ def checkpoint(tmp_path_factory, tiny_model_dir, tiny_data_dir):
     return path
 
 
-def test_sources_expand_runs_and_read_their_reference(run_dir, checkpoint, tiny_model_dir):
+def test_sources_expand_runs_and_read_their_reference(tmp_path, run_dir, checkpoint, tiny_model_dir):
     sources = expand_source(str(run_dir))
     assert [s.step for s in sources] == [1, None] and {s.group for s in sources} == {"β=0.25"}
     assert sources[0].reference == str(tiny_model_dir) and sources[0].label == "β=0.25 step 1"
@@ -66,8 +66,10 @@ def test_sources_expand_runs_and_read_their_reference(run_dir, checkpoint, tiny_
     assert [s.step for s in expand_source(str(run_dir), all_steps=False)] == [None]
     (ckpt,) = expand_source(str(checkpoint), group="mine")
     assert ckpt.is_checkpoint and ckpt.step == 1 and ckpt.group == "mine" and ckpt.beta == 0.5
+    # Two levels up (a root dir holding a logger's folder), as `plot` searches: the same newest run.
+    assert [s.path for s in expand_source(str(run_dir.parent.parent))] == [s.path for s in sources]
     with pytest.raises(FileNotFoundError, match="run directory"):
-        expand_source(str(run_dir.parent.parent))
+        expand_source(str(tmp_path))  # no run, no model in or below it
 
 
 def test_evaluate_writes_the_frontier(tmp_path, run_dir, checkpoint, tiny_data_dir, capsys):
