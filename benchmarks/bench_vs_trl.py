@@ -230,6 +230,7 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
     times: list[float] = []
     tokens: list[int] = []
     optimizer_times: list[float] = []
+    cpu_times: list[float] = []
 
     torch.manual_seed(0)
     module = DPOModule(
@@ -249,13 +250,23 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[step_timer(times, tokens, clock=_clock(), optimizer_times=optimizer_times)],
+        callbacks=[
+            step_timer(times, tokens, clock=_clock(), optimizer_times=optimizer_times),
+            step_timer(cpu_times, clock=time.process_time),
+        ],
         num_sanity_val_steps=0,
     )
     trainer.fit(module, data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the parity check's full logits
     parity = {} if os.environ.get("BENCH_NO_PARITY") or option else _parity(module, data)
-    return {"times": times, "tokens": tokens, "optimizer_times": optimizer_times, "peak_rss_bytes": peak, **parity}
+    return {
+        "times": times,
+        "tokens": tokens,
+        "optimizer_times": optimizer_times,
+        "cpu_times": cpu_times,
+        "peak_rss_bytes": peak,
+        **parity,
+    }
 
 
 def _fused() -> dict:
@@ -304,11 +315,13 @@ def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     times: list[float] = []
     optimizer_times: list[float] = []
+    cpu_times: list[float] = []
     clock = _clock()
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             self.start = clock()
+            self.cpu_start = time.process_time()
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             self.optimizer_start = clock()
@@ -318,6 +331,7 @@ def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
 
         def on_step_end(self, args, state, control, **kwargs):
             times.append(clock() - self.start)
+            cpu_times.append(time.process_time() - self.cpu_start)
 
     class SequentialDPOTrainer(DPOTrainer):
         def _get_train_sampler(self, *args, **kwargs):  # the same batches, in the same order, as the others
@@ -364,6 +378,7 @@ def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
     return {
         "times": times,
         "optimizer_times": optimizer_times,
+        "cpu_times": cpu_times,
         "tokens": _step_tokens(rows, shape.pairs, len(times)),
         "trl_tokens_first_pair": trl_tokens,
         "our_tokens_first_pair": ours,
@@ -488,6 +503,7 @@ def summarise(results: list[dict], warmup: int, step_flops: list[float], peaks: 
         "peak_rss_mib": peak / 2**20,
         "compute_s": statistics.median(c for c, _, _ in compute),
         "optimizer_s": statistics.median(o for r in results for o in r["optimizer_times"][warmup:]),
+        "cpu_step_s": statistics.median(c for r in results for c in r.get("cpu_times", [])[warmup:] or [0.0]),
         "model_flops_per_s": statistics.median(f / c for c, f, _ in compute),
         "roofline": statistics.median(f / c / p for c, f, p in compute),
         "foreign_share": max(r.get("foreign_share", 0.0) for r in results),
@@ -599,7 +615,12 @@ def main() -> None:
                         continue
                     results[runner].append(result)
                     print(
-                        f"  {shape_name} round {round_ + 1}: {runner} done, foreign CPU {shared['foreign_share']:.0%}",
+                        f"  {shape_name} round {round_ + 1}: {runner} done, foreign CPU {shared['foreign_share']:.0%}, "
+                        f"load {load_before[0]:.1f} -> {shared['load_after'][0]:.1f}; steps "
+                        f"{', '.join(f'{t:.1f}' for t in result['times'])} s (CPU "
+                        f"{', '.join(f'{t:.1f}' for t in result.get('cpu_times', []))} s), optimizer "
+                        f"{', '.join(f'{t:.1f}' for t in result['optimizer_times'])} s; peak RSS "
+                        f"{result['peak_rss_bytes'] / 2**20:.0f} MiB; matmul peak {peaks[-1] / 1e9:.0f} GFLOPS",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -637,7 +658,7 @@ def main() -> None:
         )
         trl, plain = rows.get("trl"), rows.get("plain")
         print(
-            f"  {'runner':<30}{'step s':>9}{'opt s':>7}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}"
+            f"  {'runner':<30}{'step s':>9}{'opt s':>7}{'CPU s':>8}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}"
             f"{'vs plain':>10}{'mem vs TRL':>12}{'roofline':>10}{'foreign CPU':>13}"
         )
         for runner, r in rows.items():
@@ -645,7 +666,8 @@ def main() -> None:
             vs_plain = f"{r['step_s'] / plain['step_s']:.2f}" if plain else "-"
             mem = f"{r['peak_rss_mib'] / trl['peak_rss_mib']:.2f}" if trl else "-"
             print(
-                f"  {runner:<30}{r['step_s']:9.3f}{r['optimizer_s']:7.2f}{r['tokens_per_s']:10.0f}"
+                f"  {runner:<30}{r['step_s']:9.3f}{r['optimizer_s']:7.2f}{r['cpu_step_s']:8.1f}"
+                f"{r['tokens_per_s']:10.0f}"
                 f"{r['peak_rss_mib']:14.0f}{vs_trl:>8}{vs_plain:>10}{mem:>12}{r['roofline']:>10.0%}"
                 f"{r['foreign_share']:>13.0%}"
             )
