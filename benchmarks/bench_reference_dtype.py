@@ -1,7 +1,7 @@
 """``reference.dtype: bfloat16`` against the fp32 reference: |Δ logp| per sequence, reference forward time and
 the weight bytes saved.
 
-    python benchmarks/bench_reference_dtype.py [--shape qwen] [--workdir /tmp/perf/qwen] [--batches 3]
+    python benchmarks/bench_reference_dtype.py [--shape qwen] [--workdir /tmp/perf/qwen] [--batches 3] [--tiny-only]
 
 Two models, each on its own data: the bundled tiny SFT model (a trained model: peaked next-token
 distributions) on the bundled validation pairs, and a random model at a benchmark shape
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--shape", default="qwen")
     parser.add_argument("--workdir", default="/tmp/perf/qwen")
     parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--tiny-only", action="store_true", help="only the bundled tiny SFT model (seconds)")
     parser.add_argument("--json")
     args = parser.parse_args()
     os.environ.setdefault("LIGHTNING_DPO_CACHE", str(Path(args.workdir) / "cache"))
@@ -87,6 +88,10 @@ def main() -> None:
     rows.append(compare(DEFAULT_MODEL, [next(loader) for _ in range(args.batches)], "tiny SFT (trained), val pairs"))
 
     workdir = Path(args.workdir)
+    if args.tiny_only:
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return
     prepare(workdir, args.shape, max(args.batches, 8))
     shape = bench.SHAPES[args.shape]
     data = bench.datamodule(str(workdir / "model"), str(workdir / "data"), shape)
