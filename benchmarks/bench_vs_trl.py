@@ -53,6 +53,10 @@ before each round); the share of the machine's CPU time that other processes use
 ("foreign CPU": the measurement shared the cores that much); and, from the lightning_dpo process, the
 largest difference between the fast and the reference (full-logits) path in loss and rewards on the first
 batch (fp32; ``--no-parity`` skips it). Numbers are measurements of that run, never assertions.
+
+On a shared machine, wall-clock steps measure the other users as much as the code. ``--threads 1 --clock
+process`` runs every child (and the matmul peak) on one thread and times it in the process's own CPU seconds
+(``time.process_time``), which other processes barely move; the roofline is then against one core's peak.
 """
 
 from __future__ import annotations
@@ -211,16 +215,22 @@ def training_order(model_dir: str, data_dir: str, shape: Shape, out: Path) -> di
 # -- runners (each in its own process) ---------------------------------------------------------------
 
 
+def _clock():
+    """The timer of every runner: wall time, or this process's CPU seconds (``--clock process``)."""
+    return time.process_time if os.environ.get("BENCH_CLOCK") == "process" else time.perf_counter
+
+
 def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padded: bool, option: str = "") -> dict:
-    from lightning_dpo.namespace import pl
     import torch
     from bench_common import step_timer
 
     from lightning_dpo import DPOModule
+    from lightning_dpo.namespace import pl
 
     times: list[float] = []
     tokens: list[int] = []
     optimizer_times: list[float] = []
+    cpu_times: list[float] = []
 
     torch.manual_seed(0)
     module = DPOModule(
@@ -240,13 +250,23 @@ def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padde
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[step_timer(times, tokens, optimizer_times=optimizer_times)],
+        callbacks=[
+            step_timer(times, tokens, clock=_clock(), optimizer_times=optimizer_times),
+            step_timer(cpu_times, clock=time.process_time),
+        ],
         num_sanity_val_steps=0,
     )
     trainer.fit(module, data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the parity check's full logits
     parity = {} if os.environ.get("BENCH_NO_PARITY") or option else _parity(module, data)
-    return {"times": times, "tokens": tokens, "optimizer_times": optimizer_times, "peak_rss_bytes": peak, **parity}
+    return {
+        "times": times,
+        "tokens": tokens,
+        "optimizer_times": optimizer_times,
+        "cpu_times": cpu_times,
+        "peak_rss_bytes": peak,
+        **parity,
+    }
 
 
 def _fused() -> dict:
@@ -295,19 +315,23 @@ def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     times: list[float] = []
     optimizer_times: list[float] = []
+    cpu_times: list[float] = []
+    clock = _clock()
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
+            self.start = clock()
+            self.cpu_start = time.process_time()
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            self.optimizer_start = time.perf_counter()
+            self.optimizer_start = clock()
 
         def on_optimizer_step(self, args, state, control, **kwargs):
-            optimizer_times.append(time.perf_counter() - self.optimizer_start)
+            optimizer_times.append(clock() - self.optimizer_start)
 
         def on_step_end(self, args, state, control, **kwargs):
-            times.append(time.perf_counter() - self.start)
+            times.append(clock() - self.start)
+            cpu_times.append(time.process_time() - self.cpu_start)
 
     class SequentialDPOTrainer(DPOTrainer):
         def _get_train_sampler(self, *args, **kwargs):  # the same batches, in the same order, as the others
@@ -354,6 +378,7 @@ def run_trl(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
     return {
         "times": times,
         "optimizer_times": optimizer_times,
+        "cpu_times": cpu_times,
         "tokens": _step_tokens(rows, shape.pairs, len(times)),
         "trl_tokens_first_pair": trl_tokens,
         "our_tokens_first_pair": ours,
@@ -377,6 +402,7 @@ def run_plain(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
     collate = PreferenceCollator(pad_token_id=policy.config.pad_token_id)
     times: list[float] = []
     optimizer_times: list[float] = []
+    clock = _clock()
 
     def logps(logits, batch):  # (N, T, V) -> (N,): log-softmax + gather over completion tokens, fp32
         per_token = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])
@@ -384,7 +410,7 @@ def run_plain(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
 
     for step in range(steps):
         batch = collate(rows[step * shape.pairs : (step + 1) * shape.pairs])
-        start = time.perf_counter()
+        start = clock()
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
         policy_logps = logps(policy(**inputs).logits, batch)
         with torch.no_grad():
@@ -392,11 +418,12 @@ def run_plain(model_dir: str, out_dir: Path, shape: Shape, steps: int) -> dict:
         chosen, rejected = (policy_logps - ref_logps).chunk(2)
         loss = -F.logsigmoid(0.1 * (chosen - rejected)).mean()
         loss.backward()
-        optimizer_start = time.perf_counter()
+        optimizer_start = clock()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-        optimizer_times.append(time.perf_counter() - optimizer_start)
+        end = clock()
+        times.append(end - start)
+        optimizer_times.append(end - optimizer_start)
     return {"times": times, "optimizer_times": optimizer_times, "tokens": _step_tokens(rows, shape.pairs, steps)}
 
 
@@ -415,10 +442,22 @@ def _step_tokens(rows: list[dict], pairs: int, steps: int) -> list[int]:
 
 
 def matmul_peak(size: int = 2048, seconds: float = 3.0) -> float:
-    """The fp32 matmul rate of this machine, FLOP/s: the best of timed (size x size) @ (size x size) products."""
-    from lightning_dpo.callbacks.throughput import measure_matmul_peak
+    """The fp32 matmul rate of this machine, FLOP/s: the best of timed (size x size) @ (size x size) products
+    (in CPU seconds of this process under ``--clock process``)."""
+    if os.environ.get("BENCH_CLOCK") != "process":
+        from lightning_dpo.callbacks.throughput import measure_matmul_peak
 
-    return measure_matmul_peak(size=size, seconds=seconds)
+        return measure_matmul_peak(size=size, seconds=seconds)
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.process_time()
+        a @ b
+        best = max(best, 2 * size**3 / max(time.process_time() - start, 1e-9))
+    return best
 
 
 def child(runner: str, shape_name: str, model_dir: str, data_dir: str, out_dir: str, out: str, steps: int) -> None:
@@ -464,6 +503,7 @@ def summarise(results: list[dict], warmup: int, step_flops: list[float], peaks: 
         "peak_rss_mib": peak / 2**20,
         "compute_s": statistics.median(c for c, _, _ in compute),
         "optimizer_s": statistics.median(o for r in results for o in r["optimizer_times"][warmup:]),
+        "cpu_step_s": statistics.median(c for r in results for c in r.get("cpu_times", [])[warmup:] or [0.0]),
         "model_flops_per_s": statistics.median(f / c for c, f, _ in compute),
         "roofline": statistics.median(f / c / p for c, f, p in compute),
         "foreign_share": max(r.get("foreign_share", 0.0) for r in results),
@@ -499,6 +539,13 @@ def main() -> None:
         action="store_true",
         help="before each process, wait (up to 5 min) until other work leaves the CPUs idle",
     )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="time steps in wall seconds or in the process's CPU seconds (with --threads 1)",
+    )
+    parser.add_argument("--threads", type=int, help="torch threads in every child (OMP_NUM_THREADS)")
     parser.add_argument("--_child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
@@ -521,6 +568,9 @@ def main() -> None:
             malloc = {"MALLOC_MMAP_THRESHOLD_": "131072"} if args.fixed_mmap_threshold else {}
             malloc |= {"BENCH_FUSED_ADAMW": "1"} if args.fused_adamw else {}
             malloc |= {"BENCH_NO_PARITY": "1"} if args.no_parity else {}
+            malloc |= {"BENCH_CLOCK": args.clock}
+            if args.threads:
+                malloc |= {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
             env = {
                 **os.environ,
                 **malloc,
@@ -553,9 +603,10 @@ def main() -> None:
                     busy_before = wait_for_quiet() if args.wait_quiet else None
                     child_env = {**env, "LD_PRELOAD": JEMALLOC} if runner.endswith("+jemalloc") else env
                     foreign = ForeignCpu()
+                    load_before = os.getloadavg()
                     foreign.start()
                     proc = subprocess.run(command, env=child_env, capture_output=True, text=True)
-                    shared = foreign.stop()
+                    shared = {**foreign.stop(), "load_before": load_before, "load_after": os.getloadavg()}
                     if proc.returncode != 0:
                         sys.exit(f"{runner} failed on {shape_name}:\n{proc.stderr[-4000:]}")
                     result = {**json.loads(out.read_text()), **shared, "busy_before": busy_before}
@@ -564,7 +615,12 @@ def main() -> None:
                         continue
                     results[runner].append(result)
                     print(
-                        f"  {shape_name} round {round_ + 1}: {runner} done, foreign CPU {shared['foreign_share']:.0%}",
+                        f"  {shape_name} round {round_ + 1}: {runner} done, foreign CPU {shared['foreign_share']:.0%}, "
+                        f"load {load_before[0]:.1f} -> {shared['load_after'][0]:.1f}; steps "
+                        f"{', '.join(f'{t:.1f}' for t in result['times'])} s (CPU "
+                        f"{', '.join(f'{t:.1f}' for t in result.get('cpu_times', []))} s), optimizer "
+                        f"{', '.join(f'{t:.1f}' for t in result['optimizer_times'])} s; peak RSS "
+                        f"{result['peak_rss_bytes'] / 2**20:.0f} MiB; matmul peak {peaks[-1] / 1e9:.0f} GFLOPS",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -577,6 +633,8 @@ def main() -> None:
             "runners": rows,
             "matmul_peak_flops": peaks,
             "step_model_flops": flops,
+            "clock": args.clock,
+            "threads": args.threads,
             "raw": results,
         }
         first = results.get("trl", [{}])[0]
@@ -585,7 +643,8 @@ def main() -> None:
             f"{'tied' if shape.tied else 'untied'}, {n_params / 1e6:.1f}M parameters; {shape.pairs} pairs a step, "
             f"max_length {shape.max_length}; prompts {info['prompt_share']:.0%} of tokens; median of "
             f"{args.steps} steps after {args.warmup} warm-up, {args.repeats} round(s); glibc mmap threshold "
-            f"{'fixed at 128 KiB' if args.fixed_mmap_threshold else 'default'}"
+            f"{'fixed at 128 KiB' if args.fixed_mmap_threshold else 'default'}; clock {args.clock}, "
+            f"threads {args.threads or 'torch default'}"
         )
         if "trl_tokens_first_pair" in first:
             print(
@@ -599,7 +658,7 @@ def main() -> None:
         )
         trl, plain = rows.get("trl"), rows.get("plain")
         print(
-            f"  {'runner':<30}{'step s':>9}{'opt s':>7}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}"
+            f"  {'runner':<30}{'step s':>9}{'opt s':>7}{'CPU s':>8}{'tokens/s':>10}{'peak RSS MiB':>14}{'vs TRL':>8}"
             f"{'vs plain':>10}{'mem vs TRL':>12}{'roofline':>10}{'foreign CPU':>13}"
         )
         for runner, r in rows.items():
@@ -607,7 +666,8 @@ def main() -> None:
             vs_plain = f"{r['step_s'] / plain['step_s']:.2f}" if plain else "-"
             mem = f"{r['peak_rss_mib'] / trl['peak_rss_mib']:.2f}" if trl else "-"
             print(
-                f"  {runner:<30}{r['step_s']:9.3f}{r['optimizer_s']:7.2f}{r['tokens_per_s']:10.0f}"
+                f"  {runner:<30}{r['step_s']:9.3f}{r['optimizer_s']:7.2f}{r['cpu_step_s']:8.1f}"
+                f"{r['tokens_per_s']:10.0f}"
                 f"{r['peak_rss_mib']:14.0f}{vs_trl:>8}{vs_plain:>10}{mem:>12}{r['roofline']:>10.0%}"
                 f"{r['foreign_share']:>13.0%}"
             )
