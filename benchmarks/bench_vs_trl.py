@@ -212,11 +212,11 @@ def training_order(model_dir: str, data_dir: str, shape: Shape, out: Path) -> di
 
 
 def run_lightning(model_dir: str, data_dir: str, shape: Shape, steps: int, padded: bool, option: str = "") -> dict:
-    from lightning_dpo.namespace import pl
     import torch
     from bench_common import step_timer
 
     from lightning_dpo import DPOModule
+    from lightning_dpo.namespace import pl
 
     times: list[float] = []
     tokens: list[int] = []
