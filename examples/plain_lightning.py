@@ -1,6 +1,7 @@
 """DPO inside an existing Lightning project: your Trainer, your loggers, your callbacks.
 
     python examples/plain_lightning.py                 # the embedded tiny default, on a CPU, ~1 minute
+    python examples/plain_lightning.py --fast-dev-run  # two steps: checks that it runs (the tests use this)
     python examples/plain_lightning.py --model Qwen/Qwen2.5-0.5B-Instruct --dataset Anthropic/hh-rlhf
 
 Nothing here is special to lightning_dpo except the two classes and the optional callbacks.
@@ -27,7 +28,9 @@ def main() -> None:
     parser.add_argument("--dataset", default=DEFAULT_DATASET)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--fast-dev-run", action="store_true", help="two steps and a short validation")
     args = parser.parse_args()
+    short = {"max_steps": 2, "val_check_interval": 2, "limit_val_batches": 2} if args.fast_dev_run else {}
 
     pl.seed_everything(0)
     model = DPOModule(
@@ -39,8 +42,7 @@ def main() -> None:
     )
     data = PreferenceDataModule(dataset=args.dataset, batch_size=16, max_length=128, max_prompt_length=64)
     trainer = pl.Trainer(
-        max_steps=args.steps,
-        val_check_interval=50,
+        **{"max_steps": args.steps, "val_check_interval": 50, **short},
         logger=CSVLogger("runs", name="plain_lightning"),
         callbacks=[
             ModelCheckpoint(monitor="val/rewards/accuracies", mode="max"),

@@ -1,6 +1,7 @@
 """Compare completions of two models on held-out prompts of the bundled task, e.g. before and after DPO.
 
     python examples/sample.py --after lightning_logs/version_0/hf_model
+    python examples/sample.py --after lightning_logs/version_0/hf_model --fast-dev-run   # 8 prompts (tests)
 
 ``--before`` defaults to the embedded SFT model. Prints a few greedy completions of each, and the
 fraction of temperature-1 samples that the task's rule (``lightning_dpo.tasks.is_polite``) calls polite.
@@ -35,7 +36,10 @@ def main() -> None:
     parser.add_argument("--after", required=True)
     parser.add_argument("--show", type=int, default=4, help="greedy completions to print")
     parser.add_argument("--num-samples", type=int, default=200, help="held-out prompts sampled at temperature 1")
+    parser.add_argument("--fast-dev-run", action="store_true", help="2 greedy completions, 8 samples")
     args = parser.parse_args()
+    if args.fast_dev_run:
+        args.show, args.num_samples = 2, 8
 
     val = Path(resolve_dataset(DEFAULT_DATASET)) / "val.jsonl"
     prompts = [json.loads(line)["prompt"] for line in val.read_text().splitlines()][: args.num_samples]
