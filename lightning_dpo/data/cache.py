@@ -24,7 +24,7 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bump when a change to this package changes the tokens it produces from the same inputs."""
 
 

@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.arrow import column
 from lightning_dpo.data.formats import (
-    ROLES,
+    EXAMPLE_COLUMNS,
     empty_sides,
     example_from_columns,
     example_key,
@@ -151,7 +151,7 @@ def build_split(
             batched=True,
             batch_size=1000,
             num_proc=procs if procs > 1 else None,
-            remove_columns=["kind", *ROLES],
+            remove_columns=list(EXAMPLE_COLUMNS),
             features=_MAP_FEATURES,
             new_fingerprint=fingerprint,  # the cache key: spares datasets from hashing the tokenizer
             desc=desc,
@@ -170,7 +170,7 @@ def normalise(
     sources: list[SplitSource], *, system_prompt: str | None = None, strict: bool = False
 ) -> tuple[dict[str, list], Tally, list[dict[str, Any]]]:
     """Rows -> columns of valid, unique examples (conversations as JSON strings), the tally, per-source counts."""
-    columns: dict[str, list] = {"location": [], "source": [], "kind": [], **{role: [] for role in ROLES}}
+    columns: dict[str, list] = {"location": [], "source": [], **{name: [] for name in EXAMPLE_COLUMNS}}
     seen: dict[Any, str] = {}
     tally = Tally()
     per_source = []
@@ -207,7 +207,7 @@ def tokenize_batch(
     batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, settings: TokenSettings
 ) -> dict[str, list]:
     """``datasets.map`` function: a batch of normalised columns -> token columns (``_MAP_FEATURES``)."""
-    names = ("kind", *ROLES)
+    names = EXAMPLE_COLUMNS
     examples = [example_from_columns(dict(zip(names, values))) for values in zip(*(batch[k] for k in names))]
     out: dict[str, list] = {k: [] for k in _MAP_FEATURES if k not in ("location", "source")}
     for e in tokenize_examples(examples, tokenizer, settings):

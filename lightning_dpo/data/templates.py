@@ -60,9 +60,9 @@ def encode_chats(
         try:
             rendered.append(
                 (
-                    _render(tokenizer, template, example.prompt, add_generation_prompt=True),
-                    _render(tokenizer, template, example.prompt + example.chosen),
-                    _render(tokenizer, template, example.prompt + example.rejected),
+                    _render(tokenizer, template, example.prompt, example.tools, add_generation_prompt=True),
+                    _render(tokenizer, template, example.prompt + example.chosen, example.tools),
+                    _render(tokenizer, template, example.prompt + example.rejected, example.tools),
                 )
             )
         except Exception as e:  # jinja's TemplateError, or a template's own raise_exception()
@@ -96,10 +96,14 @@ def end_at_eos(ids: list[int], eos: int) -> list[int]:
 
 
 def _render(
-    tokenizer: PreTrainedTokenizerBase, template: str, messages: list, add_generation_prompt: bool = False
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    messages: list,
+    tools: list | None = None,
+    add_generation_prompt: bool = False,
 ) -> str:
     return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+        messages, chat_template=template, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
     )
 
 
