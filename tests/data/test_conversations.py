@@ -207,6 +207,7 @@ def test_drift_is_counted_with_its_first_location_and_refused_by_strict(tmp_path
     report = data.data_report["train"]
     assert report["kept"] == 6 and report["dropped"] == {}  # kept: drift is reported, not dropped
     assert report["template_drift"] == 1
+    assert report["lint"]["template_drift"] == {"count": 1, "first": [f"{tmp_path / 'train.jsonl'}:4"]}
     assert [e["location"] for e in report["first_drift"]] == [f"{tmp_path / 'train.jsonl'}:4"]
     # Cached without strict, then strict: the same record is refused, from the stored tally.
     strict = _drift_data(tmp_path, write_jsonl, bos_chat_tokenizer_dir, strict=True)
