@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from lightning_dpo.data.formats import example_from_columns, example_to_columns, to_example
+from lightning_dpo.data.report import format_report
 from lightning_dpo.data.sources import PreferenceDataError
 from lightning_dpo.data.tokenize import tokenize_example
 from lightning_dpo.data.truncation import TokenSettings
@@ -208,6 +209,8 @@ def test_drift_is_counted_with_its_first_location_and_refused_by_strict(tmp_path
     assert report["kept"] == 6 and report["dropped"] == {}  # kept: drift is reported, not dropped
     assert report["template_drift"] == 1
     assert report["lint"]["template_drift"] == {"count": 1, "first": [f"{tmp_path / 'train.jsonl'}:4"]}
+    text = format_report(data.data_report)
+    assert "template renders the prompt differently" in text and "'<think></think>" in text  # where texts differ
     assert [e["location"] for e in report["first_drift"]] == [f"{tmp_path / 'train.jsonl'}:4"]
     # Cached without strict, then strict: the same record is refused, from the stored tally.
     strict = _drift_data(tmp_path, write_jsonl, bos_chat_tokenizer_dir, strict=True)
