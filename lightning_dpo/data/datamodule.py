@@ -184,6 +184,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         _require_pairs("train", hp.dataset, train, train_tally)
         bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
         lints = {"train": lint_split(train, bos, eos)}  # the whole split, before carving and weights
+        linted = len(train)
         if "val" in plans:
             val, val_tally = self._materialise(plans["val"], write)
             _require_pairs("val", hp.val_dataset or hp.dataset, val, val_tally)
@@ -201,6 +202,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         }
         for split, found in lints.items():
             self.data_report[split]["lint"] = found
+            self.data_report[split]["lint_pairs"] = linted if split == "train" else len(val)
         for split, report in self.data_report.items():
             message = skipped_warning(split, report) if warn else None
             if message:

@@ -8,7 +8,7 @@ that ``lightning-dpo data`` prints.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -148,11 +148,15 @@ def marked_example(tokenizer: PreTrainedTokenizerBase, pair: Mapping[str, list[i
     )
 
 
-def format_lint(lint: Mapping[str, Any], first_drift: list[Mapping[str, Any]] = ()) -> list[str]:
+def format_lint(
+    lint: Mapping[str, Any], first_drift: Sequence[Mapping[str, Any]] = (), pairs: int | None = None
+) -> list[str]:
     """The linter's lines: each check's count, and for those that found something the first locations and
-    what to do (for template drift, where the first drifting record's texts differ)."""
+    what to do (for template drift, where the first drifting record's texts differ). ``pairs``: how many
+    pairs the checks read (a train split's, before validation is carved out of it)."""
     found = sum(f["count"] for f in lint.values())
-    lines = [f"  lint               {found} finding{'s' * (found != 1)} over the whole split (--strict fails on any)"]
+    over = f"all {pairs} pairs of the split" if pairs is not None else "the whole split"
+    lines = [f"  lint               {found} finding{'s' * (found != 1)} over {over} (--strict fails on any)"]
     for name, finding in lint.items():
         title = CHECKS[name].title if name in CHECKS else name
         lines.append(f"    {title:<56} {finding['count']}")
@@ -207,7 +211,7 @@ def format_report(data_report: Mapping[str, Any], example: str | None = None, so
                 " (data.group_by_length)"
             )
         if "lint" in r:
-            lines += format_lint(r["lint"], r.get("first_drift", []))
+            lines += format_lint(r["lint"], r.get("first_drift", []), r.get("lint_pairs"))
     if example:
         lines += ["\nexample (first train pair; ⟦ ⟧ mark prompt and completions, special tokens shown):", example]
     return "\n".join(lines)

@@ -118,7 +118,7 @@ def test_strict_data_command_exit_code(tmp_path, write_jsonl, tiny_data_dir, tin
     args += ["--data.val_size=2", f"--data.cache_dir={tmp_path / 'cache'}"]
     assert main(["data", "--strict", f"--data.dataset={tiny_data_dir}", *args]) == 0  # clean data passes
     out = capsys.readouterr().out
-    assert "lint               0 findings" in out
+    assert "lint               0 findings over all 48 pairs of the split" in out
 
     good, bad = _rows()
     write_jsonl(tmp_path / "train.jsonl", [*good, bad["eos_inside"]])
