@@ -20,8 +20,10 @@ once). Such a record is kept and split like any other, where the token ids diver
 holds exactly what the template renders after the shared start of the texts, and nothing of the prompt
 alone that the conversation lacks; it is flagged (``Encoded.drift``, with where the texts differ), counted
 in the data report (``template_drift``, first locations) and refused by ``data.strict``. What drift costs
-is at generation time: the model is trained after one prompt text and asked after another. Any tokens both
-completions then share at their start cancel in the DPO margin (same context, same tokens).
+is at generation time: the model is trained after one prompt text and asked after another. When the
+texts diverge before the prompt's end, the rest of the prompt goes to both completions: it cancels in a
+margin of summed log-probabilities (same context, same tokens), not in a length-normalised loss or an SFT
+term, which is one more reason to fix the template.
 
 A conversation the template refuses is a bad record. Tokens that merge across the boundary are not a
 problem for training: they belong to the completions, as for text; they are counted
