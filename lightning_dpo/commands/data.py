@@ -1,11 +1,14 @@
 """``lightning-dpo data``: a dry run of the data pipeline that prints what it would train on.
 
-    lightning-dpo data [--config FILE] [--data.* ...] [--model.* ...] [--report FILE.json]
+    lightning-dpo data [--strict] [--config FILE] [--data.* ...] [--model.* ...] [--report FILE.json]
 
 It parses the same arguments and config files as ``fit`` (so a run's config can be checked before the
 run) and prints, per split: records read, kept and dropped by reason (with the first locations), token
 length percentiles of prompts and completions, how many pairs truncation touched, the padding of shuffled
-and of length-grouped batches, and one decoded pair with its prompt and completion boundaries marked.
+and of length-grouped batches, the tokenization linter's findings over the whole split (each check's
+count, first locations and what to do: :mod:`lightning_dpo.data.lint`), and one decoded pair with its
+prompt and completion boundaries marked. ``--strict`` exits with status 1 when any check finds something
+(``data.strict`` is another setting: it stops at the first bad record while reading).
 
 It changes nothing: no model is loaded, nothing is trained, and the tokenised-data cache is read when it
 holds the data but never written. ``--report FILE.json`` also writes the report as JSON (what
@@ -19,6 +22,7 @@ import sys
 
 from lightning_dpo.commands.fit import DEFAULT_CONFIG, DPOCLI, has_config, refuse_renamed_keys
 from lightning_dpo.data import PreferenceDataModule
+from lightning_dpo.data.lint import failing
 from lightning_dpo.data.report import format_report
 from lightning_dpo.data.sources import describe_dataset
 
@@ -36,6 +40,8 @@ class _ParseOnlyCLI(DPOCLI):
 def main(argv: list[str]) -> int:
     """Parse ``fit``-style arguments, build the data module's splits without side effects, print the report."""
     argv, report_path = _pop_report(argv)
+    strict = "--strict" in argv
+    argv = [a for a in argv if a != "--strict"]
     if not has_config(argv):
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
     refuse_renamed_keys(argv)
@@ -53,6 +59,10 @@ def main(argv: list[str]) -> int:
     if report_path:
         with open(report_path, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, default=str)
+    found = failing(report)
+    if strict and found:
+        print(f"lightning-dpo data --strict: the linter found {'; '.join(found)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo import storage
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bump when a change to this package changes the tokens it produces from the same inputs."""
 
 

@@ -24,6 +24,7 @@ from lightning_dpo.data.arrow import column
 from lightning_dpo.data.collate import PreferenceCollator
 from lightning_dpo.data.formats import check_columns
 from lightning_dpo.data.indexed import IndexedPairs, tokens_fingerprint
+from lightning_dpo.data.lint import lint_split
 from lightning_dpo.data.pipeline import SplitSource, build_split, first_bad_record
 from lightning_dpo.data.report import flatten_report, marked_example, skipped_warning, split_report
 from lightning_dpo.data.sampler import PairSampler
@@ -188,9 +189,13 @@ class PreferenceDataModule(pl.LightningDataModule):
         plans = self._resolve()
         train, train_tally = self._materialise(plans["train"], write)
         _require_pairs("train", hp.dataset, train, train_tally)
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        lints = {"train": lint_split(train, bos, eos)}  # the whole split, before carving and weights
+        linted = len(train)
         if "val" in plans:
             val, val_tally = self._materialise(plans["val"], write)
             _require_pairs("val", hp.val_dataset or hp.dataset, val, val_tally)
+            lints["val"] = lint_split(val, bos, eos)
         else:
             train, val = _carve(train, hp.val_size, hp.seed)
             val_tally = {"carved_from_train": True}
@@ -202,6 +207,9 @@ class PreferenceDataModule(pl.LightningDataModule):
             "train": split_report(train_tally, train, hp.batch_size, hp.seed, hp.pad_to_multiple_of),
             "val": split_report(val_tally, val, hp.val_batch_size or hp.batch_size, hp.seed, hp.pad_to_multiple_of),
         }
+        for split, found in lints.items():
+            self.data_report[split]["lint"] = found
+            self.data_report[split]["lint_pairs"] = linted if split == "train" else len(val)
         for split, report in self.data_report.items():
             message = skipped_warning(split, report) if warn else None
             if message:

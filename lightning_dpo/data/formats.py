@@ -14,6 +14,13 @@ Row formats:
   message. The completion must begin with an assistant message. The tokenizer's chat template renders them
   (``templates.py``).
 
+Tools (TRL's ``tools`` column): a conversational record may carry the JSON schemas of the tools its
+assistant can call, a list of objects or that list as a JSON string. They go to the chat template with the
+conversation (``apply_chat_template(..., tools=...)``); a record without them (missing, null or an empty
+list) renders as before. A text record with tools is a bad record: only a chat template renders them.
+Keys whose value is null are dropped from the schemas, since Arrow fills a field that only some schemas
+have with null in the others.
+
 Options: ``columns`` renames roles (``{"prompt": "question", "chosen": "good", "rejected": "bad"}``: the
 data's column names by role), and ``system_prompt`` goes in front of every prompt: as a system message
 (unless the conversation already starts with one), or verbatim in front of a text prompt.
@@ -37,6 +44,8 @@ ASSISTANT_MARKER = "\n\nAssistant:"
 BOTH_EMPTY = "both completions are empty: the pair expresses no preference"
 NO_MESSAGE = "the completion is empty: no message follows the prompt (an empty reply would be a message)"
 ROLES = ("prompt", "chosen", "rejected")
+TOOLS = "tools"
+"""The column of per-record tool schemas (renamable with ``columns``, like a role)."""
 
 Message = dict[str, Any]
 """``{"role": str, "content": str, ...}``; other keys are passed on to the chat template."""
@@ -52,6 +61,7 @@ class ChatExample(NamedTuple):
     prompt: list[Message]
     chosen: list[Message]
     rejected: list[Message]
+    tools: list[dict[str, Any]] | None = None  # JSON schemas for the chat template; None: no tools
 
 
 Example = PreferenceExample | ChatExample
@@ -64,15 +74,22 @@ def example_kind(example: Example) -> str:
     return next(name for name, cls in EXAMPLE_KINDS.items() if isinstance(example, cls))
 
 
+EXAMPLE_COLUMNS = ("kind", *ROLES, TOOLS)
+"""The columns :func:`example_to_columns` writes."""
+
+
 def example_to_columns(example: Example) -> dict[str, str]:
-    """``{"kind": ..., "prompt": ..., "chosen": ..., "rejected": ...}``, each role as JSON text (Arrow holds
-    strings and message lists alike that way)."""
-    return {"kind": example_kind(example), **{role: json.dumps(value) for role, value in zip(ROLES, example)}}
+    """``{"kind": ..., "prompt": ..., "chosen": ..., "rejected": ..., "tools": ...}``, each role as JSON text
+    (Arrow holds strings and message lists alike that way); ``tools`` is ``"null"`` for an example without."""
+    columns = {"kind": example_kind(example), **{role: json.dumps(value) for role, value in zip(ROLES, example)}}
+    return {**columns, TOOLS: json.dumps(getattr(example, TOOLS, None))}
 
 
 def example_from_columns(columns: Mapping[str, str]) -> Example:
     """The inverse of :func:`example_to_columns`."""
-    return EXAMPLE_KINDS[columns["kind"]](*(json.loads(columns[role]) for role in ROLES))
+    example = EXAMPLE_KINDS[columns["kind"]](*(json.loads(columns[role]) for role in ROLES))
+    tools = json.loads(columns.get(TOOLS) or "null")
+    return example._replace(tools=tools) if tools is not None else example
 
 
 def split_implicit_prompt(chosen: str, rejected: str) -> PreferenceExample:
@@ -105,9 +122,9 @@ def split_implicit_conversation(
 def check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
     """Validate a column mapping (role -> the data's column name) and return it as a dict."""
     columns = dict(columns or {})
-    unknown = sorted(set(columns) - set(ROLES))
+    unknown = sorted(set(columns) - {*ROLES, TOOLS})
     if unknown:
-        raise ValueError(f"columns maps roles {list(ROLES)} to your column names; unknown roles {unknown}")
+        raise ValueError(f"columns maps roles {[*ROLES, TOOLS]} to your column names; unknown roles {unknown}")
     return columns
 
 
@@ -128,8 +145,19 @@ def to_example(
     for role in ("chosen", "rejected"):
         if row.get(names[role]) is None:
             raise PreferenceDataError(location, names[role], "the field is missing", kind="missing_field")
+    tools_field = (columns or {}).get(TOOLS, TOOLS)
+    tools = _tools(row.get(tools_field), location, tools_field)
     if isinstance(row[names["chosen"]], list) or isinstance(row[names["rejected"]], list):
-        return _chat_example(row, location, names, system_prompt)
+        example = _chat_example(row, location, names, system_prompt)
+        return example._replace(tools=tools) if tools is not None else example
+    if tools is not None:
+        raise PreferenceDataError(
+            location,
+            tools_field,
+            "tool schemas need conversational records (chosen/rejected as message lists): only a chat "
+            "template renders them",
+            kind="not_a_string",
+        )
     return _text_example(row, location, names, system_prompt)
 
 
@@ -254,6 +282,38 @@ def _messages(value: Any, location: str, field: str) -> list[Message]:
                 )
         messages.append({k: v for k, v in message.items() if v is not None})
     return messages
+
+
+def _tools(value: Any, location: str, field: str) -> list[dict[str, Any]] | None:
+    """A record's tool schemas: a list of objects, or that list as JSON text; None (or empty) for none."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            reason = f"the tool schemas are not valid JSON: {e}"
+            raise PreferenceDataError(location, field, reason, kind="not_a_string") from e
+    if value is None or (isinstance(value, list) and not value):
+        return None
+    if not isinstance(value, list) or not all(isinstance(tool, Mapping) for tool in value):
+        raise PreferenceDataError(
+            location,
+            field,
+            'expected a list of tool schemas (JSON objects such as {"type": "function", "function": {...}}), '
+            f"got {type(value).__name__}" + (" holding non-objects" if isinstance(value, list) else ""),
+            kind="not_a_string",
+        )
+    return [_without_nulls(tool) for tool in value]
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with every object key whose value is null removed, at any depth (list items are kept)."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _require_string(row: Mapping, field: str, location: str) -> None:

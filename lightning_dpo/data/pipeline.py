@@ -5,7 +5,9 @@
 
 A bad record (``BAD_RECORD_KINDS``) is skipped and counted; with ``strict`` the first one raises
 :class:`PreferenceDataError`. A record with one empty completion is kept (its tokens are the EOS alone)
-and counted in ``empty_completions``; ``strict`` refuses it too. A pair that truncation leaves without a
+and counted in ``empty_completions``; ``strict`` refuses it too. So is a conversation whose chat template
+renders the prompt alone differently (``template_drift``, see ``templates.py``): kept, counted with its
+first locations, refused by ``strict``. A pair that truncation leaves without a
 completion token on a side is dropped and counted as ``no_completion_tokens`` (never raised: it is a
 length setting, not bad data). The tally is a plain dict, stored beside the cached tokens, so a cached run
 reports the same counts (and a strict run over a cache made without ``strict`` raises the same error).
@@ -25,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.arrow import column
 from lightning_dpo.data.formats import (
-    ROLES,
+    EXAMPLE_COLUMNS,
     empty_sides,
     example_from_columns,
     example_key,
@@ -38,6 +40,7 @@ from lightning_dpo.data.tokenize import tokenize_examples
 from lightning_dpo.data.truncation import EncodingProblem, TokenSettings
 
 NO_COMPLETION = "no_completion_tokens"
+DRIFT = "template_drift"
 FIRST_PER_KIND = 5  # dropped records remembered per reason, for messages
 
 TOKEN_FEATURES = datasets.Features(
@@ -52,6 +55,8 @@ TOKEN_FEATURES = datasets.Features(
         "rejected_length": datasets.Value("int32"),
         "length": datasets.Value("int32"),  # after truncation: prompt + the longer completion
         "truncated": datasets.Value("bool"),
+        "boundary_tokens": datasets.Value("int32"),  # prompt tokens merged across the boundary (data/lint.py)
+        "template_drift": datasets.Value("bool"),  # the template renders the prompt alone differently
     }
 )
 _MAP_FEATURES = datasets.Features(
@@ -88,12 +93,31 @@ class Tally:
         self.first: list[dict[str, Any]] = []
         self.empty: Counter[str] = Counter()
         self.first_empty: list[dict[str, Any]] = []
+        self.drift = 0
+        self.first_drift: list[dict[str, Any]] = []
 
-    def drop(self, kind: str, location: str, field: str | None, message: str, index: int | None = None) -> None:
+    def drop(
+        self,
+        kind: str,
+        location: str,
+        field: str | None,
+        message: str,
+        index: int | None = None,
+        row: int | None = None,
+    ) -> None:
+        """``index``: the record's place in reading order (found while reading); ``row``: its place among the
+        normalised records (found while encoding)."""
         self.dropped[kind] += 1
         if self.dropped[kind] <= FIRST_PER_KIND:
             entry = {"kind": kind, "location": location, "field": field, "message": message}
-            self.first.append(entry if index is None else {**entry, "index": index})
+            entry.update({k: v for k, v in (("index", index), ("row", row)) if v is not None})
+            self.first.append(entry)
+
+    def keep_drift(self, location: str, field: str, message: str, row: int) -> None:
+        self.drift += 1
+        if len(self.first_drift) < FIRST_PER_KIND:
+            entry = {"kind": DRIFT, "location": location, "field": field, "message": message, "row": row}
+            self.first_drift.append(entry)
 
     def keep_empty(self, sides: list[str], location: str, field: str, index: int) -> None:
         for side in sides:
@@ -117,6 +141,8 @@ class Tally:
             "first_dropped": self.first,  # in the order found: every bad record before any NO_COMPLETION
             "empty_completions": {"chosen": self.empty["chosen"], "rejected": self.empty["rejected"]},
             "first_empty": self.first_empty,
+            "template_drift": self.drift,
+            "first_drift": self.first_drift,
             "sources": sources,
         }
 
@@ -151,7 +177,7 @@ def build_split(
             batched=True,
             batch_size=1000,
             num_proc=procs if procs > 1 else None,
-            remove_columns=["kind", *ROLES],
+            remove_columns=list(EXAMPLE_COLUMNS),
             features=_MAP_FEATURES,
             new_fingerprint=fingerprint,  # the cache key: spares datasets from hashing the tokenizer
             desc=desc,
@@ -170,7 +196,7 @@ def normalise(
     sources: list[SplitSource], *, system_prompt: str | None = None, strict: bool = False
 ) -> tuple[dict[str, list], Tally, list[dict[str, Any]]]:
     """Rows -> columns of valid, unique examples (conversations as JSON strings), the tally, per-source counts."""
-    columns: dict[str, list] = {"location": [], "source": [], "kind": [], **{role: [] for role in ROLES}}
+    columns: dict[str, list] = {"location": [], "source": [], **{name: [] for name in EXAMPLE_COLUMNS}}
     seen: dict[Any, str] = {}
     tally = Tally()
     per_source = []
@@ -207,7 +233,7 @@ def tokenize_batch(
     batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, settings: TokenSettings
 ) -> dict[str, list]:
     """``datasets.map`` function: a batch of normalised columns -> token columns (``_MAP_FEATURES``)."""
-    names = ("kind", *ROLES)
+    names = EXAMPLE_COLUMNS
     examples = [example_from_columns(dict(zip(names, values))) for values in zip(*(batch[k] for k in names))]
     out: dict[str, list] = {k: [] for k in _MAP_FEATURES if k not in ("location", "source")}
     for e in tokenize_examples(examples, tokenizer, settings):
@@ -222,10 +248,13 @@ def tokenize_batch(
                 length=0,
                 truncated=False,
                 dropped=True,
+                boundary_tokens=0,
+                template_drift=False,
             )
             row.update(problem_kind=e.kind, problem=e.message)
         else:
-            row = {**e, "problem_kind": "", "problem": ""}
+            row = {k: v for k, v in e.items() if k != "drift"}
+            row.update(template_drift=bool(e["drift"]), problem_kind=DRIFT if e["drift"] else "", problem=e["drift"])
         for k, v in row.items():
             out[k].append(v)
     return out
@@ -234,32 +263,43 @@ def tokenize_batch(
 def _drop_unusable(
     table: datasets.Dataset, sources: list[SplitSource], tally: Tally, settings: TokenSettings, strict: bool
 ) -> np.ndarray:
-    """Count (or, strict, raise on) encoding problems and pairs without completion tokens; return the rest."""
+    """Count (or, strict, raise on) encoding problems, template drift and pairs without completion tokens;
+    return the rows to keep (drift is kept)."""
     dropped = column(table, "dropped").astype(bool)  # (N,) encoding problems and empty sides
-    if not dropped.any():
+    drift = column(table, "template_drift").astype(bool)  # (N,)
+    flagged = np.flatnonzero(dropped | drift)
+    if not len(flagged):
         return np.arange(len(table))
-    rows = table.select(np.flatnonzero(dropped)).select_columns(["location", "source", "problem_kind", "problem"])
+    rows = table.select(flagged).select_columns(["location", "source", "problem_kind", "problem", "dropped"])
     rows = rows.with_format("arrow")[:].to_pylist()
     limit = f"max_length={settings.max_length} (truncation_mode={settings.truncation_mode})"
-    for row in rows:  # encoding problems first: they are bad records, found before any length drop
-        if row["problem_kind"]:
+    for position, row in zip(flagged.tolist(), rows):  # bad records first, found before any length drop
+        problem = row["problem_kind"] and not (row["problem_kind"] == DRIFT and row["dropped"])
+        if problem:
             field = (sources[row["source"]].columns or {}).get("prompt", "prompt")
             if strict:
                 raise PreferenceDataError(row["location"], field, row["problem"], kind=row["problem_kind"])
-            tally.drop(row["problem_kind"], row["location"], field, row["problem"])
+            if row["problem_kind"] == DRIFT:
+                tally.keep_drift(row["location"], field, row["problem"], row=position)
+            else:
+                tally.drop(row["problem_kind"], row["location"], field, row["problem"], row=position)
     for row in rows:
-        if not row["problem_kind"]:
+        if row["dropped"] and row["problem_kind"] in ("", DRIFT):
             tally.drop(NO_COMPLETION, row["location"], None, f"the prompt leaves no completion token within {limit}")
     return np.flatnonzero(~dropped)
 
 
 def first_bad_record(tally: dict[str, Any]) -> PreferenceDataError | None:
     """The error a strict run raises, rebuilt from a stored tally (a cache made without ``strict``): the first
-    record, in reading order, that is bad or has an empty completion; else the first that fails to encode
-    (strict meets those only after reading every row)."""
+    record, in reading order, that is bad or has an empty completion; else the first, in record order, that
+    fails to encode or drifts (strict meets those only after reading every row)."""
     bad = [e for e in tally["first_dropped"] if e["kind"] in BAD_RECORD_KINDS]
     read = [e for e in bad + tally.get("first_empty", []) if "index" in e]
-    entry = min(read, key=lambda e: e["index"]) if read else next(iter(bad), None)
+    encoded = [e for e in bad + tally.get("first_drift", []) if "row" in e]
+    if read:
+        entry = min(read, key=lambda e: e["index"])
+    else:
+        entry = min(encoded, key=lambda e: e["row"]) if encoded else None
     if entry is None:
         return None
     return PreferenceDataError(entry["location"], entry["field"], entry["message"], kind=entry["kind"])

@@ -8,7 +8,7 @@ that ``lightning-dpo data`` prints.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -16,6 +16,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.arrow import column, list_lengths
+from lightning_dpo.data.lint import CHECKS
 from lightning_dpo.data.sampler import grouped_order, padding_fraction, shuffled_order
 
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -43,10 +44,12 @@ def split_report(
     completions = list_lengths(data, "chosen_input_ids") + list_lengths(data, "rejected_input_ids")  # (N,)
     chosen = prompt + list_lengths(data, "chosen_input_ids")  # (N,) tokens of each pair's chosen row
     rejected = prompt + list_lengths(data, "rejected_input_ids")
-    report = {key: value for key, value in tally.items() if key not in ("first_dropped", "first_empty")}
+    firsts = ("first_dropped", "first_empty", "first_drift")
+    report = {key: value for key, value in tally.items() if key not in firsts}
     report["first_dropped"] = list(tally.get("first_dropped", []))[:SHOWN]
-    if "first_empty" in tally:
-        report["first_empty"] = list(tally["first_empty"])[:SHOWN]
+    for key in firsts[1:]:
+        if key in tally:
+            report[key] = list(tally[key])[:SHOWN]
     report["pairs"] = len(data)
     report["truncated"] = int(column(data, "truncated").sum())
     prompt_cut = column(data, "prompt_length") - prompt  # (N,) tokens cut from each prompt's start
@@ -120,6 +123,8 @@ def flatten_report(data_report: Mapping[str, Any], prefix: str = "data") -> dict
             "cut",
             "lengths",
             "padding",
+            "template_drift",
+            "lint",
         ):
             if key in report:
                 walk(report[key], f"{prefix}/{split}/{key}")
@@ -141,6 +146,27 @@ def marked_example(tokenizer: PreTrainedTokenizerBase, pair: Mapping[str, list[i
             f"  rejected ({len(pair['rejected_input_ids'])} tokens) {show(pair['rejected_input_ids'])}",
         ]
     )
+
+
+def format_lint(
+    lint: Mapping[str, Any], first_drift: Sequence[Mapping[str, Any]] = (), pairs: int | None = None
+) -> list[str]:
+    """The linter's lines: each check's count, and for those that found something the first locations and
+    what to do (for template drift, where the first drifting record's texts differ). ``pairs``: how many
+    pairs the checks read (a train split's, before validation is carved out of it)."""
+    found = sum(f["count"] for f in lint.values())
+    over = f"all {pairs} pairs of the split" if pairs is not None else "the whole split"
+    lines = [f"  lint               {found} finding{'s' * (found != 1)} over {over} (--strict fails on any)"]
+    for name, finding in lint.items():
+        title = CHECKS[name].title if name in CHECKS else name
+        lines.append(f"    {title:<56} {finding['count']}")
+        if finding["count"]:
+            lines.append(f"      e.g. {', '.join(finding['first'])}")
+            if name == "template_drift" and first_drift:
+                lines.append(f"      {first_drift[0]['location']}: {first_drift[0]['message']}")
+            if name in CHECKS:
+                lines.append(f"      what to do: {CHECKS[name].what_to_do}")
+    return lines
 
 
 def format_report(data_report: Mapping[str, Any], example: str | None = None, source: str = "") -> str:
@@ -184,6 +210,8 @@ def format_report(data_report: Mapping[str, Any], example: str | None = None, so
                 f"  padding            {p['shuffled']:.1%} shuffled -> {p['grouped_by_length']:.1%} grouped by length"
                 " (data.group_by_length)"
             )
+        if "lint" in r:
+            lines += format_lint(r["lint"], r.get("first_drift", []), r.get("lint_pairs"))
     if example:
         lines += ["\nexample (first train pair; ⟦ ⟧ mark prompt and completions, special tokens shown):", example]
     return "\n".join(lines)

@@ -79,7 +79,6 @@ BAD_RECORD_KINDS = {
     "identical": "chosen identical to rejected",
     "duplicate": "an exact duplicate of an earlier record",
     "template_error": "a conversation that the chat template refuses (roles that do not alternate, ...)",
-    "template_mismatch": "a prompt that the chat template renders differently alone than before a reply",
 }
 """Reasons for which a record is skipped (or, with ``strict``, stops the run)."""
 

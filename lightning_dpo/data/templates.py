@@ -14,10 +14,20 @@ gives none; a doubled leading BOS is collapsed. The completion ends with exactly
 template closes the assistant turn with EOS, anything it renders after the last EOS (a newline) is left
 off, since generation stops at EOS; when it does not, an EOS is appended.
 
-A conversation whose rendered prompt is not a prefix of the rendered full conversation (a template that
-renders the prompt differently alone, such as an empty thinking block added only to the generation prompt),
-or that the template refuses, is a bad record, reported rather than trained on with a shifted boundary.
-Tokens that merge across the boundary are not a problem: they belong to the completions, as for text.
+Template drift: a template may render the prompt alone differently from the same turns before a reply (an
+empty thinking block added only to the generation prompt, a date or a default system turn rendered only
+once). Such a record is kept and split like any other, where the token ids diverge, so the completion
+holds exactly what the template renders after the shared start of the texts, and nothing of the prompt
+alone that the conversation lacks; it is flagged (``Encoded.drift``, with where the texts differ), counted
+in the data report (``template_drift``, first locations) and refused by ``data.strict``. What drift costs
+is at generation time: the model is trained after one prompt text and asked after another. When the
+texts diverge before the prompt's end, the rest of the prompt goes to both completions: it cancels in a
+margin of summed log-probabilities (same context, same tokens), not in a length-normalised loss or an SFT
+term, which is one more reason to fix the template.
+
+A conversation the template refuses is a bad record. Tokens that merge across the boundary are not a
+problem for training: they belong to the completions, as for text; they are counted
+(``Encoded.boundary_tokens``) for the data linter.
 """
 
 from __future__ import annotations
@@ -60,9 +70,9 @@ def encode_chats(
         try:
             rendered.append(
                 (
-                    _render(tokenizer, template, example.prompt, add_generation_prompt=True),
-                    _render(tokenizer, template, example.prompt + example.chosen),
-                    _render(tokenizer, template, example.prompt + example.rejected),
+                    _render(tokenizer, template, example.prompt, example.tools, add_generation_prompt=True),
+                    _render(tokenizer, template, example.prompt + example.chosen, example.tools),
+                    _render(tokenizer, template, example.prompt + example.rejected, example.tools),
                 )
             )
         except Exception as e:  # jinja's TemplateError, or a template's own raise_exception()
@@ -75,16 +85,14 @@ def encode_chats(
         if isinstance(r, EncodingProblem):
             out.append(r)
             continue
-        prompt, full_chosen, full_rejected = (_single_bos(next(ids), bos) for _ in range(3))
-        problem = _prefix_problem(r[0], r[1]) or _prefix_problem(r[0], r[2])
-        if problem:
-            out.append(problem)
-            continue
-        prompt, chosen, rejected = split_shared_prompt(prompt, full_chosen, full_rejected)
+        alone, full_chosen, full_rejected = (_single_bos(next(ids), bos) for _ in range(3))
+        drift = template_drift(r[0], r[1]) or template_drift(r[0], r[2])
+        prompt, chosen, rejected = split_shared_prompt(alone, full_chosen, full_rejected)
         if not prompt:
             out.append(EncodingProblem("empty_prompt", MERGED_PROMPT))
             continue
-        out.append(Encoded(prompt, end_at_eos(chosen, eos), end_at_eos(rejected, eos)))
+        merged = 0 if drift else len(alone) - len(prompt)  # under drift the texts differ, not just the tokens
+        out.append(Encoded(prompt, end_at_eos(chosen, eos), end_at_eos(rejected, eos), merged, drift))
     return out
 
 
@@ -96,10 +104,14 @@ def end_at_eos(ids: list[int], eos: int) -> list[int]:
 
 
 def _render(
-    tokenizer: PreTrainedTokenizerBase, template: str, messages: list, add_generation_prompt: bool = False
+    tokenizer: PreTrainedTokenizerBase,
+    template: str,
+    messages: list,
+    tools: list | None = None,
+    add_generation_prompt: bool = False,
 ) -> str:
     return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+        messages, chat_template=template, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
     )
 
 
@@ -109,14 +121,14 @@ def _single_bos(ids: list[int], bos: int | None) -> list[int]:
     return ids
 
 
-def _prefix_problem(prompt: str, full: str) -> EncodingProblem | None:
-    """A problem when the rendered prompt is not where the rendered conversation begins."""
+def template_drift(prompt: str, full: str) -> str:
+    """How the rendered prompt differs from the start of the rendered conversation ("": it is its prefix)."""
     if full.startswith(prompt):
-        return None
+        return ""
     n = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
-    return EncodingProblem(
-        "template_mismatch",
-        "the chat template renders the prompt alone (with add_generation_prompt) as "
-        f"...{prompt[n : n + 40]!r} where the full conversation has ...{full[n : n + 40]!r}: the prompt is not a "
-        "prefix, so the completion boundary is unknown (set data.chat_template to a template that renders both alike)",
+    return (
+        f"the chat template renders the prompt alone (with add_generation_prompt) as ...{prompt[n : n + 40]!r} "
+        f"where the conversation has ...{full[n : n + 40]!r} (character {n}); the pair is split where their "
+        "tokens diverge, so generation from the prompt alone starts from a text the model is not trained on "
+        "(set data.chat_template to a template that renders both alike)"
     )

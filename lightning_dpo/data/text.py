@@ -62,7 +62,8 @@ def encode_texts(
         if not prompt:
             out.append(EncodingProblem("empty_prompt", MERGED_PROMPT))
             continue
-        out.append(Encoded(prompt, with_eos(chosen, eos), with_eos(rejected, eos)))
+        merged = len(ids[i]) - len(prompt)  # prompt tokens that the whole texts merged with the completions'
+        out.append(Encoded(prompt, with_eos(chosen, eos), with_eos(rejected, eos), boundary_tokens=merged))
     return out
 
 

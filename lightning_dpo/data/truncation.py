@@ -28,17 +28,20 @@ TRUNCATION_MODES: tuple[str, ...] = ("keep_end", "keep_start")
 
 
 class Encoded(NamedTuple):
-    """Token ids before truncation: the prompt (with its BOS) and each completion (ending with EOS)."""
+    """Token ids before truncation: the prompt (with its BOS) and each completion (ending with EOS), and what
+    the encoder saw at the boundary (for the data linter, :mod:`lightning_dpo.data.lint`)."""
 
     prompt: list[int]
     chosen: list[int]
     rejected: list[int]
+    boundary_tokens: int = 0  # tokens of the prompt tokenised alone that the whole text merged across the boundary
+    drift: str = ""  # how the template renders the prompt alone differently ("": it does not)
 
 
 class EncodingProblem(NamedTuple):
     """A record an encoder cannot turn into ids: a bad record of ``kind`` (``BAD_RECORD_KINDS``)."""
 
-    kind: str  # "template_error" | "template_mismatch" | "empty_prompt"
+    kind: str  # "template_error" | "empty_prompt"
     message: str
 
 
@@ -52,6 +55,8 @@ class TokenizedPair(TypedDict):
     length: int  # the pair's longest row after truncation: prompt + the longer completion
     truncated: bool  # the prompt or a completion lost tokens
     dropped: bool  # no completion token left on a side
+    boundary_tokens: int  # Encoded.boundary_tokens
+    drift: str  # Encoded.drift
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,11 @@ def truncate(encoded: Encoded, settings: TokenSettings, bos_token_id: int | None
         chosen_length=len(encoded.chosen),
         rejected_length=len(encoded.rejected),
         length=len(prompt) + max(len(chosen), len(rejected)),
-        truncated=len(prompt) + len(chosen) + len(rejected) < sum(len(ids) for ids in encoded),
+        truncated=len(prompt) + len(chosen) + len(rejected)
+        < len(encoded.prompt) + len(encoded.chosen) + len(encoded.rejected),
         dropped=min(len(chosen), len(rejected)) == 0,
+        boundary_tokens=encoded.boundary_tokens,
+        drift=encoded.drift,
     )
 
 

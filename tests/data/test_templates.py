@@ -4,10 +4,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from lightning_dpo.data.formats import ChatExample, PreferenceExample, to_example
-from lightning_dpo.data.sources import PreferenceDataError
 from lightning_dpo.data.templates import encode_chats, end_at_eos, resolve_chat_template
 from lightning_dpo.data.tokenize import tokenize_example
-from lightning_dpo.data.truncation import EncodingProblem, TokenSettings
+from lightning_dpo.data.truncation import TokenSettings
 
 USER = {"role": "user", "content": "Hi there"}
 EXAMPLE = ChatExample(
@@ -78,17 +77,6 @@ def test_text_examples_keep_one_bos_and_one_eos(bos_tok):
     out = tokenize_example(PreferenceExample("<s>Q: hi", " yes</s>", " no"), bos_tok, TokenSettings(max_length=64))
     assert out["prompt_input_ids"].count(bos_tok.bos_token_id) == 1
     assert decoded(bos_tok, out)[1:] == [" yes</s>", " no</s>"]
-
-
-def test_a_template_that_renders_the_prompt_differently_is_a_bad_record(bos_tok):
-    # Like templates that add an empty thinking block only to the generation prompt.
-    template = bos_tok.chat_template.replace("<|assistant|>\n{% endif %}", "<|assistant|>\n<think></think>{% endif %}")
-    (problem,) = encode_chats([EXAMPLE], bos_tok, template)
-    assert isinstance(problem, EncodingProblem) and problem.kind == "template_mismatch"
-    assert "not a prefix" in problem.message and "data.chat_template" in problem.message
-    with pytest.raises(PreferenceDataError, match="not a prefix") as err:
-        tokenize_example(EXAMPLE, bos_tok, TokenSettings(64, chat_template=template))
-    assert err.value.kind == "template_mismatch"
 
 
 def test_a_template_that_refuses_a_conversation_is_a_bad_record(bos_tok):
