@@ -99,7 +99,8 @@ class GroupTally:
         counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.dropped.items()))
         first = self.first[0]
         skipped = sum(self.dropped.values())
-        return f"{split}: skipped {skipped} of {self.read} records ({counts}); first: {first['location']}: {first['message']}"
+        where = f"{first['location']}: {first['message']}"
+        return f"{split}: skipped {skipped} of {self.read} records ({counts}); first: {where}"
 
 
 # -- rows -> examples -------------------------------------------------------------------------------------
