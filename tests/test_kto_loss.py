@@ -71,3 +71,63 @@ def test_apo_zero_unpaired_matches_trl_formula():
     lr = policy - ref
     expected = torch.cat((1 - F.sigmoid(0.2 * lr[labels]), F.sigmoid(0.2 * lr[~labels]))).nanmean()
     assert abs(out.losses.mean().item() - expected.item()) < 1e-6
+
+
+def test_matches_trl_kto_trainer_compute_loss():
+    """TRL 1.16 keeps the KTO loss inside ``KTOTrainer._compute_loss``; call it on a stand-in trainer whose
+    model returns chosen per-token log-probs (precomputed reference log-probs, one process)."""
+    trl_kto_trainer = pytest.importorskip("trl.trainer.kto_trainer")
+    import types
+    from collections import defaultdict
+
+    (policy, ref, policy_kl, ref_kl), labels = batch(11)
+    b = policy.shape[0]
+    policy.requires_grad_()
+    ids, kl_ids = torch.zeros(b, 2, dtype=torch.long), torch.ones(b, 2, dtype=torch.long)
+
+    class Model:
+        training = True
+
+        def __call__(self, input_ids, **kwargs):
+            logps = (policy if input_ids is ids else policy_kl)[:, None]  # (B, T − 1): one completion token
+            zeros = torch.zeros_like(logps)
+            return types.SimpleNamespace(log_probs=logps, entropy=zeros, mean_logits=zeros)
+
+    accelerator = types.SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x)
+    trainer = types.SimpleNamespace(
+        model=Model(),
+        accelerator=accelerator,
+        calculate_KL=True,
+        precompute_ref_logps=True,
+        loss_type="kto",
+        beta=0.1,
+        desirable_weight=1.33,
+        undesirable_weight=0.75,
+        aux_loss_enabled=False,
+        _metrics={"train": defaultdict(list)},
+        _total_train_tokens=0,
+        _tp_size=1,
+    )
+    trainer._compute_kl_logps = types.MethodType(trl_kto_trainer.KTOTrainer._compute_kl_logps, trainer)
+    mask = torch.ones(b, 2, dtype=torch.long)
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "completion_mask": mask,
+        "KL_input_ids": kl_ids,
+        "KL_attention_mask": mask,
+        "KL_completion_mask": mask,
+        "label": labels,
+        "ref_logps": ref,
+        "ref_KL_logps": ref_kl,
+    }
+    theirs = trl_kto_trainer.KTOTrainer._compute_loss(trainer, trainer.model, inputs, return_outputs=False)
+    settings = LossSettings(type="kto", beta=0.1, desirable_weight=1.33, undesirable_weight=0.75)
+    ours = unpaired_loss(policy, ref, labels, kto_kl(policy_kl, ref_kl), settings)
+    assert abs(ours.losses.mean().item() - theirs.item()) < 1e-6
+    assert abs(ours.kl.item() - trainer._metrics["train"]["kl"][0]) < 1e-6
+    assert abs(ours.rewards[labels].mean().item() - trainer._metrics["train"]["rewards/chosen"][0]) < 1e-6
+    assert abs(ours.rewards[~labels].mean().item() - trainer._metrics["train"]["rewards/rejected"][0]) < 1e-6
+    grad_ours = torch.autograd.grad(ours.losses.mean(), policy)[0]
+    grad_theirs = torch.autograd.grad(theirs, policy)[0]
+    assert torch.allclose(grad_ours, grad_theirs, atol=1e-7)
