@@ -1,9 +1,17 @@
 """lightning_dpo: Direct Preference Optimization (Rafailov et al. 2023) as a PyTorch Lightning plugin."""
 
 from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, HubSettings, RewardMarginCallback
-from lightning_dpo.data import PreferenceDataModule
+from lightning_dpo.data import PreferenceDataModule, RankingDataModule, UnpairedDataModule
 from lightning_dpo.logps import LogpsOptions
-from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
+from lightning_dpo.losses import (
+    LOSSES,
+    LossSettings,
+    PreferenceLossOutput,
+    preference_loss,
+    ranking_loss,
+    register_loss,
+    unpaired_loss,
+)
 from lightning_dpo.module import DPOModule
 from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_reference
 
@@ -20,9 +28,13 @@ __all__ = [
     "LossSettings",
     "PreferenceDataModule",
     "PreferenceLossOutput",
+    "RankingDataModule",
     "ReferenceSettings",
     "RewardMarginCallback",
+    "UnpairedDataModule",
     "preference_loss",
+    "ranking_loss",
     "register_loss",
     "register_reference",
+    "unpaired_loss",
 ]
