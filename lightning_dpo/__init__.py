@@ -9,9 +9,17 @@ from lightning_dpo.callbacks import (
     RewardMarginCallback,
     ThroughputCallback,
 )
-from lightning_dpo.data import PreferenceDataModule
+from lightning_dpo.data import PreferenceDataModule, RankingDataModule, UnpairedDataModule
 from lightning_dpo.logps import LogpsOptions
-from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
+from lightning_dpo.losses import (
+    LOSSES,
+    LossSettings,
+    PreferenceLossOutput,
+    preference_loss,
+    ranking_loss,
+    register_loss,
+    unpaired_loss,
+)
 from lightning_dpo.module import DPOModule
 from lightning_dpo.nonfinite import NonFiniteError, NonFiniteSettings
 from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_reference
@@ -33,10 +41,14 @@ __all__ = [
     "PreemptionCheckpoint",
     "PreferenceDataModule",
     "PreferenceLossOutput",
+    "RankingDataModule",
     "ReferenceSettings",
     "RewardMarginCallback",
     "ThroughputCallback",
+    "UnpairedDataModule",
     "preference_loss",
+    "ranking_loss",
     "register_loss",
     "register_reference",
+    "unpaired_loss",
 ]

@@ -30,6 +30,9 @@ from torch import Tensor
 from lightning_dpo.settings import import_object
 
 FDivergence = Literal["reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"]
+Layout = Literal["pairs", "rankings", "unpaired"]
+"""What a loss reads: (chosen, rejected) pairs, rankings of K completions per prompt, or unpaired
+(prompt, completion, desirable) records (KTO)."""
 
 
 class PreferenceLossOutput(NamedTuple):
@@ -82,6 +85,10 @@ class LossSettings:
     router_aux_loss_coef: float | None = None
     """Mixture-of-experts policies: the weight of the router's load-balancing loss added to the loss (TRL's
     name). ``None``: the model config's own ``router_aux_loss_coef`` (none for a dense model)."""
+    desirable_weight: float = 1.0
+    """KTO: the weight of a desirable example's loss (TRL's name); raise it when desirable examples are rarer."""
+    undesirable_weight: float = 1.0
+    """KTO: the weight of an undesirable example's loss (TRL's name)."""
 
     def __post_init__(self) -> None:
         _check_settings(self)
@@ -113,6 +120,11 @@ class LossSettings:
     @property
     def needs_lengths(self) -> bool:
         return self.uses_nll or self.rewards_per_token or any(spec.needs_lengths for spec in self.specs)
+
+    @property
+    def layout(self) -> Layout:
+        """What the combined losses read (they all read the same; checked at construction)."""
+        return self.specs[0].layout
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,9 @@ class LossSpec:
     """The loss is undefined at ``label_smoothing = 0``."""
     rewards_per_token: bool = False
     """The loss prefers by mean token log-prob, so its rewards are β·(log-ratio / completion tokens)."""
+    layout: Layout = "pairs"
+    """What the loss reads: :class:`LossInputs` (pairs), :class:`RankingInputs` (rankings) or
+    :class:`UnpairedInputs` (unpaired)."""
 
 
 LOSSES: dict[str, LossSpec] = {}
@@ -176,8 +191,10 @@ def register_loss(
     pairs_sorted: bool = False,
     needs_label_smoothing: bool = False,
     rewards_per_token: bool = False,
+    layout: Layout = "pairs",
 ):
-    """Decorator: add ``fn(inputs: LossInputs) -> (B,) losses`` to the registry under ``name``."""
+    """Decorator: add ``fn(inputs: LossInputs) -> (B,) losses`` to the registry under ``name`` (for another
+    ``layout``, ``fn`` reads :class:`RankingInputs` or :class:`UnpairedInputs`)."""
 
     def add(fn: LossFn) -> LossFn:
         if name in LOSSES:
@@ -191,6 +208,7 @@ def register_loss(
             pairs_sorted=pairs_sorted,
             needs_label_smoothing=needs_label_smoothing,
             rewards_per_token=rewards_per_token,
+            layout=layout,
         )
         fn.loss_spec = LOSSES[name]  # so that the function also works as a dotted-path loss_type
         return fn
@@ -427,6 +445,11 @@ def _check_settings(settings: LossSettings) -> None:
     names, specs = settings.types, settings.specs
     if settings.weights is not None and len(settings.weights) != len(names):
         raise ValueError(f"loss weights has {len(settings.weights)} entries for {len(names)} loss types {names}")
+    layouts = {name: spec.layout for name, spec in zip(names, specs)}
+    if len(set(layouts.values())) > 1:
+        raise ValueError(f"loss types {layouts} read different data (pairs, rankings, unpaired); combine one kind only")
+    if specs[0].layout != "pairs":
+        _check_group_settings(settings, names)
     if settings.f_divergence_type not in get_args(FDivergence):
         raise ValueError(
             f"f_divergence_type must be one of {get_args(FDivergence)}, got {settings.f_divergence_type!r}"
@@ -475,6 +498,9 @@ def preference_loss(
             (``settings.use_weighting``).
     """
     specs = settings.specs
+    if settings.layout != "pairs":
+        reader = "ranking_loss" if settings.layout == "rankings" else "unpaired_loss"
+        raise ValueError(f"loss_type {settings.types} reads {settings.layout}, not pairs: call {reader}")
     weights = [1.0] * len(specs) if settings.weights is None else list(settings.weights)
     if settings.needs_lengths and (chosen_lengths is None or rejected_lengths is None):
         raise ValueError(
@@ -528,4 +554,178 @@ def preference_loss(
         chosen_rewards=settings.beta * chosen_rewards,
         rejected_rewards=settings.beta * rejected_rewards,
         nll_loss=nll.detach() if nll is not None else None,
+    )
+
+
+# -- rankings and unpaired feedback -------------------------------------------------------------------------
+#
+# Two more layouts, each with its own inputs and entry point; a loss declares its layout in the registry.
+# Rankings: K completions per prompt with scores (higher is better); tensors are (B, K). Unpaired (KTO):
+# one completion per prompt, desirable or not, and a mismatched completion per prompt for the KL point.
+
+
+def _check_group_settings(settings: LossSettings, names: list[str]) -> None:
+    """Settings that only mean something for pairs are refused for rankings and unpaired losses."""
+    pairwise = {
+        "ld_alpha": settings.ld_alpha is not None,
+        "use_weighting": settings.use_weighting,
+        "rpo_alpha": settings.rpo_alpha is not None,
+        "label_smoothing": settings.label_smoothing != 0.0,
+        "f_divergence_type": settings.f_divergence_type != "reverse_kl",
+    }
+    if used := sorted(name for name, on in pairwise.items() if on):
+        raise ValueError(f"loss_type {names} reads {settings.layout}: the pairwise settings {used} do not apply to it")
+    if settings.desirable_weight <= 0 or settings.undesirable_weight <= 0:
+        raise ValueError(
+            f"desirable_weight ({settings.desirable_weight}) and undesirable_weight ({settings.undesirable_weight}) "
+            "must be positive"
+        )
+
+
+@dataclass(frozen=True)
+class RankingInputs:
+    """What a rankings loss reads; tensors are ``(B, K)``, one column per completion of a prompt."""
+
+    policy_logps: Tensor
+    ref_logps: Tensor
+    """Zeros for reference-free training."""
+    logratios: Tensor
+    """log πθ(y_k|x) − log πref(y_k|x)."""
+    scores: Tensor
+    """The data's scores (higher is better; a rank r is the score −r); equal scores are ties."""
+    settings: LossSettings
+
+
+class RankingLossOutput(NamedTuple):
+    losses: Tensor
+    """(B,) per-prompt loss, with gradient."""
+    rewards: Tensor
+    """(B, K) β·log-ratio of each completion, detached."""
+
+
+def ranking_loss(
+    policy_logps: Tensor, ref_logps: Tensor | None, scores: Tensor, settings: LossSettings
+) -> RankingLossOutput:
+    """Per-prompt losses of the rankings losses in ``settings`` (weighted sum), and the implicit rewards.
+
+    Args:
+        policy_logps: (B, K) summed log πθ of each completion.
+        ref_logps: (B, K) the reference's, or ``None`` (reference-free: treated as 0).
+        scores: (B, K) the data's scores; higher is better, equal is a tie.
+    """
+    if settings.layout != "rankings":
+        raise ValueError(f"loss_type {settings.types} reads {settings.layout}, not rankings")
+    ref_logps = torch.zeros_like(policy_logps) if ref_logps is None else ref_logps
+    logratios = policy_logps - ref_logps
+    inputs = RankingInputs(policy_logps, ref_logps, logratios, scores.to(policy_logps.dtype), settings)
+    weights = [1.0] * len(settings.specs) if settings.weights is None else list(settings.weights)
+    losses = sum(weight * spec.fn(inputs) for spec, weight in zip(settings.specs, weights))
+    return RankingLossOutput(losses, settings.beta * logratios.detach())
+
+
+@register_loss("plackett_luce", layout="rankings")
+def plackett_luce_loss(x: RankingInputs) -> Tensor:
+    """DPO over rankings (Rafailov et al. 2023, arXiv 2305.18290, Appendix A.3, Eq. 24): the negative log
+    Plackett–Luce likelihood of the data's ranking under the implicit rewards r = β·log-ratio,
+    −Σ_k log( exp(r_τ(k)) / Σ_{j ≥ k} exp(r_τ(j)) ), τ ordering the completions best first.
+
+    Ties: a completion competes only with those scored strictly below it (its denominator is itself and
+    them), so completions tied with it are neither above nor below it. Without ties this is the paper's
+    loss; for K = 2 it is pairwise DPO, −log σ(r_w − r_l); a tied pair, or a prompt whose completions all
+    tie, contributes 0 (as no pair can be formed from it).
+    """
+    rewards = x.settings.beta * x.logratios  # (B, K)
+    k = rewards.shape[-1]
+    eye = torch.eye(k, dtype=torch.bool, device=rewards.device)
+    below = x.scores[:, None, :] < x.scores[:, :, None]  # (B, K, K): [b, k, j] = completion j scored below k
+    competes = below | eye  # (B, K, K)
+    others = torch.where(competes, rewards[:, None, :], torch.full_like(rewards[:, None, :], -math.inf))
+    return (others.logsumexp(-1) - rewards).sum(-1)
+
+
+@dataclass(frozen=True)
+class UnpairedInputs:
+    """What an unpaired loss reads; tensors are ``(B,)``."""
+
+    policy_logps: Tensor
+    ref_logps: Tensor
+    logratios: Tensor
+    """log πθ(y|x) − log πref(y|x)."""
+    desirable: Tensor
+    """(B,) bool: the completion is desirable (TRL's ``label``)."""
+    kl: Tensor
+    """Scalar, detached: the KL reference point z₀, max(0, mean over the batch (and ranks) of the log-ratio
+    of mismatched prompt–completion pairs)."""
+    settings: LossSettings
+
+
+class UnpairedLossOutput(NamedTuple):
+    losses: Tensor
+    """(B,) per-example loss with the desirable / undesirable weights applied, with gradient; TRL's loss is
+    its mean."""
+    rewards: Tensor
+    """(B,) β·log-ratio, detached."""
+    kl: Tensor
+    """Scalar, detached: the KL reference point the loss used."""
+
+
+def kto_kl(policy_kl_logps: Tensor, ref_kl_logps: Tensor | None) -> Tensor:
+    """The batch's KL estimate before clamping: the mean log-ratio of the mismatched pairs, detached (TRL
+    averages this over ranks before it clamps)."""
+    ref = torch.zeros_like(policy_kl_logps) if ref_kl_logps is None else ref_kl_logps
+    return (policy_kl_logps - ref).mean().detach()
+
+
+def unpaired_loss(
+    policy_logps: Tensor,
+    ref_logps: Tensor | None,
+    desirable: Tensor,
+    kl: Tensor,
+    settings: LossSettings,
+) -> UnpairedLossOutput:
+    """Per-example losses of the unpaired losses in ``settings``, and the implicit rewards.
+
+    Args:
+        policy_logps: (B,) summed log πθ of each completion.
+        ref_logps: (B,) the reference's, or ``None`` (treated as 0).
+        desirable: (B,) bool labels.
+        kl: scalar, the mismatched pairs' mean log-ratio (:func:`kto_kl`, averaged over ranks); clamped at 0 here.
+    """
+    if settings.layout != "unpaired":
+        raise ValueError(f"loss_type {settings.types} reads {settings.layout}, not unpaired examples")
+    ref_logps = torch.zeros_like(policy_logps) if ref_logps is None else ref_logps
+    logratios = policy_logps - ref_logps
+    kl = kl.detach().clamp(min=0)
+    inputs = UnpairedInputs(policy_logps, ref_logps, logratios, desirable.bool(), kl, settings)
+    weights = [1.0] * len(settings.specs) if settings.weights is None else list(settings.weights)
+    losses = sum(weight * spec.fn(inputs) for spec, weight in zip(settings.specs, weights))
+    return UnpairedLossOutput(losses, settings.beta * logratios.detach(), kl)
+
+
+def _desirability_weights(x: UnpairedInputs) -> Tensor:
+    good, bad = (
+        x.logratios.new_tensor(x.settings.desirable_weight),
+        x.logratios.new_tensor(x.settings.undesirable_weight),
+    )
+    return torch.where(x.desirable, good, bad)
+
+
+@register_loss("kto", layout="unpaired")
+def kto_loss(x: UnpairedInputs) -> Tensor:
+    """KTO (Ethayarajh et al. 2024, arXiv 2402.01306, Eq. 7; TRL's KTOTrainer): for a desirable completion
+    λ_D·(1 − σ(β·(log-ratio − z₀))), for an undesirable one λ_U·(1 − σ(β·(z₀ − log-ratio))), with z₀ the
+    KL reference point and λ = ``desirable_weight`` / ``undesirable_weight``."""
+    beta = x.settings.beta
+    good = 1 - torch.sigmoid(beta * (x.logratios - x.kl))
+    bad = 1 - torch.sigmoid(beta * (x.kl - x.logratios))
+    return _desirability_weights(x) * torch.where(x.desirable, good, bad)
+
+
+@register_loss("apo_zero_unpaired", layout="unpaired")
+def apo_zero_unpaired_loss(x: UnpairedInputs) -> Tensor:
+    """APO-zero, unpaired (D'Oosterlinck et al. 2024, arXiv 2408.06266; TRL's KTOTrainer): 1 − σ(β·log-ratio)
+    for a desirable completion, σ(β·log-ratio) for an undesirable one, weighted as KTO; no KL point."""
+    beta = x.settings.beta
+    return _desirability_weights(x) * torch.where(
+        x.desirable, 1 - torch.sigmoid(beta * x.logratios), torch.sigmoid(beta * x.logratios)
     )

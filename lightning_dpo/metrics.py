@@ -10,7 +10,7 @@ them: ``entropy``, the mean next-token entropy (nats) over chosen and rejected c
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -114,3 +114,70 @@ class PreferenceMetrics(nn.Module):
     def items(self, stats: dict[str, Stat]):
         """(name, MeanMetric) of the metrics ``stats`` holds, to pass metric objects to ``LightningModule.log``."""
         return ((name, self.means[self._key(name)]) for name in self.names if name in stats)
+
+
+RANKING_METRIC_NAMES = METRIC_NAMES + ("rewards/ranking_accuracy", "rewards/spread")
+"""Rankings: the pair metrics of the best (``chosen``) against the worst (``rejected``) completion, and
+``rewards/ranking_accuracy``, the share of adjacent completions (best first, ties skipped) whose rewards are
+in the data's order, and ``rewards/spread``, the largest minus the smallest reward of a prompt's K."""
+
+UNPAIRED_METRIC_NAMES = (
+    "loss",
+    "kl",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+    "entropy",
+)
+"""Unpaired (KTO), TRL's KTOTrainer names: ``chosen`` means desirable and ``rejected`` undesirable; ``kl`` is
+the KL reference point; ``rewards/margins`` the mean desirable minus the mean undesirable reward."""
+
+METRICS_BY_LAYOUT = {"pairs": METRIC_NAMES, "rankings": RANKING_METRIC_NAMES, "unpaired": UNPAIRED_METRIC_NAMES}
+
+
+def ranking_statistics(out: Any, columns: list[SequenceLogps], scores: Tensor) -> dict[str, Stat]:
+    """The statistics of ``RANKING_METRIC_NAMES`` for a rankings loss output (``losses`` (B,), ``rewards``
+    (B, K)) and the K columns of sequence sums, best first."""
+    rewards = out.rewards  # (B, K)
+    pair = PreferenceLossOutput(out.losses, rewards[:, 0], rewards[:, -1])
+    stats = pair_statistics(pair, columns[0], columns[-1])
+    ordered = scores[:, :-1] > scores[:, 1:]  # (B, K-1) adjacent pairs with a strict preference
+    right = ordered & (rewards[:, :-1] > rewards[:, 1:])
+    counts = ordered.sum(-1).to(rewards.dtype)
+    stats["rewards/ranking_accuracy"] = Stat(right.sum(-1).to(rewards.dtype) / counts.clamp(min=1), counts)
+    spread = rewards.max(-1).values - rewards.min(-1).values
+    stats["rewards/spread"] = Stat(spread, torch.ones_like(spread))
+    return stats
+
+
+def unpaired_statistics(out: Any, examples: SequenceLogps, desirable: Tensor) -> dict[str, Stat]:
+    """The statistics of ``UNPAIRED_METRIC_NAMES`` for an unpaired loss output (``losses``, ``rewards`` (B,),
+    ``kl``) and the examples' sequence sums; as TRL's: means over the desirable (``chosen``) or undesirable
+    (``rejected``) examples, ``logits/*`` and ``entropy`` token-weighted."""
+    good = desirable.to(out.rewards.dtype)
+    bad = 1.0 - good
+    ones = torch.ones_like(good)
+    n_good, n_bad = good.sum(), bad.sum()
+    both = ((n_good > 0) & (n_bad > 0)).to(good.dtype)
+    # Σ_i v_i / B = mean(desirable rewards) − mean(undesirable rewards), when the batch has both.
+    margin = out.rewards * (good / n_good.clamp(min=1) - bad / n_bad.clamp(min=1)) * good.numel()
+    tokens = examples.num_tokens.to(good.dtype)
+    logits = examples.logits_sum.to(good.dtype) / tokens.clamp(min=1)
+    stats = {
+        "loss": Stat(out.losses.detach(), ones),
+        "kl": Stat(out.kl.expand_as(ones), ones),
+        "rewards/chosen": Stat(out.rewards, good),
+        "rewards/rejected": Stat(out.rewards, bad),
+        "rewards/margins": Stat(margin, ones * both),
+        "logps/chosen": Stat(examples.logps.detach(), good),
+        "logps/rejected": Stat(examples.logps.detach(), bad),
+        "logits/chosen": Stat(logits, tokens * good),
+        "logits/rejected": Stat(logits, tokens * bad),
+    }
+    if examples.entropy_sum is not None:
+        stats["entropy"] = Stat(examples.entropy_sum.to(good.dtype) / tokens.clamp(min=1), tokens)
+    return stats

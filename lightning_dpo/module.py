@@ -19,8 +19,24 @@ from torch import Tensor, nn
 
 from lightning_dpo.embedded import DEFAULT_MODEL
 from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
-from lightning_dpo.losses import LossSettings, PreferenceLossOutput, preference_loss
-from lightning_dpo.metrics import PreferenceMetrics, Stat, pair_statistics, weighted_mean
+from lightning_dpo.losses import (
+    LossSettings,
+    PreferenceLossOutput,
+    kto_kl,
+    preference_loss,
+    ranking_loss,
+    unpaired_loss,
+)
+from lightning_dpo.metrics import (
+    METRICS_BY_LAYOUT,
+    OPTIONAL_METRIC_NAMES,
+    PreferenceMetrics,
+    Stat,
+    pair_statistics,
+    ranking_statistics,
+    unpaired_statistics,
+    weighted_mean,
+)
 from lightning_dpo.models import (
     SequenceTooLong,
     apply_lora,
@@ -152,8 +168,9 @@ class DPOModule(pl.LightningModule):
         )
         self._last_sync_step = -1
         self._num_tokens: Tensor | int = 0  # training tokens over all ranks (TRL's num_tokens); in checkpoints
-        self.val_metrics = PreferenceMetrics()
-        self.test_metrics = PreferenceMetrics()
+        names = METRICS_BY_LAYOUT[self.loss_settings.layout] + OPTIONAL_METRIC_NAMES
+        self.val_metrics = PreferenceMetrics(names)
+        self.test_metrics = PreferenceMetrics(names)
         self._router: tuple[int, int] | None = None  # (experts, top-k) of a MoE policy whose router loss is added
         self._router_coef = 0.0
         # The reference's weights can be rebuilt from the model source: keep them out of checkpoints.
@@ -220,11 +237,14 @@ class DPOModule(pl.LightningModule):
     # -- steps ---------------------------------------------------------------------------------------
 
     def dpo_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Stat]]:
-        """One DPO step over a concatenated batch (chosen rows first, then rejected rows).
+        """One DPO step over a concatenated batch (chosen rows first, then rejected rows; for rankings, K
+        rows per prompt, rank-major; for unpaired examples, their rows then their KL rows).
 
-        Returns the mean loss and the per-pair statistics behind every metric.
+        Returns the mean loss and the per-pair (per-prompt, per-example) statistics behind every metric.
         """
         loss, options = self.loss_settings, self.logps_options
+        if loss.layout != "pairs":
+            return self._group_step(batch)
         policy = completion_logps(
             self.policy,
             batch,
@@ -247,6 +267,46 @@ class DPOModule(pl.LightningModule):
         if policy.computed_tokens is not None:  # a packed batch: what packing saved against padding
             stats["tokens_saved"] = _tokens_saved(policy.computed_tokens, batch["input_ids"].shape[1])
         return out.losses.mean(), stats
+
+    def _group_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Stat]]:
+        """A step of a rankings loss (K rows per prompt) or an unpaired one (each example's row, then its KL
+        row): one packed forward for all rows, each prompt run once under ``share_prompt``."""
+        loss, options = self.loss_settings, self.logps_options
+        policy = completion_logps(self.policy, batch, options=options, with_stats=True, router=self._router)
+        reference = self.reference.logps(batch, options)  # same rows, or None
+        k = batch["scores"].shape[1] if loss.layout == "rankings" else 2
+        columns = _split_groups(policy, k)  # K × (B,): column j holds row j·B + i of prompt i
+        ref_columns = _split_groups(reference, k) if reference is not None else None
+        if loss.layout == "rankings":
+            table = torch.stack([c.logps for c in columns], 1)  # (B, K)
+            ref_table = torch.stack([c.logps for c in ref_columns], 1) if ref_columns is not None else None
+            out = ranking_loss(table, ref_table, batch["scores"], loss)
+        else:  # unpaired: column 0 the examples, column 1 their mismatched KL completions
+            kl = kto_kl(columns[1].logps.detach(), ref_columns[1].logps if ref_columns is not None else None)
+            if self._trainer is not None and self.trainer.world_size > 1:  # TRL: the mean over ranks
+                kl = self.trainer.strategy.reduce(kl, reduce_op="mean")
+            out = unpaired_loss(
+                columns[0].logps,
+                ref_columns[0].logps if ref_columns is not None else None,
+                batch["desirable"],
+                kl,
+                loss,
+            )
+        losses = out.losses
+        aux = None
+        if self._router is not None:
+            routed = RouterSums(policy.router_assignments, policy.router_probabilities, policy.router_rows)
+            aux = load_balancing_loss(routed, num_experts=self._router[0])
+            losses = losses + self._router_coef * aux
+        if loss.layout == "rankings":
+            stats = ranking_statistics(out._replace(losses=losses), columns, batch["scores"])
+        else:
+            stats = unpaired_statistics(out._replace(losses=losses), columns[0], batch["desirable"])
+        if aux is not None:
+            stats["aux_loss"] = Stat(aux.detach().expand_as(losses), torch.ones_like(losses))
+        if policy.computed_tokens is not None:
+            stats["tokens_saved"] = _tokens_saved(policy.computed_tokens, batch["input_ids"].shape[1], k)
+        return losses.mean(), stats
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         loss, stats = self.dpo_step(batch)
@@ -278,7 +338,10 @@ class DPOModule(pl.LightningModule):
     def _count_tokens(self, batch: dict[str, Tensor]) -> Tensor:
         """Cumulative training tokens over all ranks, counted as TRL counts them: the attention mask's ones.
         Kept on the device (int64, exact), so that counting adds no host sync to the step."""
-        tokens = batch["attention_mask"].sum()
+        mask = batch["attention_mask"]
+        if "desirable" in batch:  # unpaired: the examples' rows, not their KL rows (as TRL counts)
+            mask = mask[: batch["desirable"].shape[0]]
+        tokens = mask.sum()
         if self.trainer.world_size > 1:
             tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
         self._num_tokens = tokens + self._num_tokens
@@ -428,11 +491,18 @@ def pair_loss(
     return out, chosen, rejected
 
 
-def _tokens_saved(computed_tokens: Tensor, width: int) -> Stat:
-    """Per pair, the share of its two padded rows (2 × T slots) that the packed model did not compute."""
-    chosen, rejected = computed_tokens.chunk(2)  # (B,), (B,)
-    saved = 1.0 - (chosen + rejected).float() / (2 * width)
+def _tokens_saved(computed_tokens: Tensor, width: int, group: int = 2) -> Stat:
+    """Per pair (or prompt of ``group`` rows), the share of its padded rows (group × T slots) that the packed
+    model did not compute."""
+    per_prompt = computed_tokens.view(group, -1).sum(0)  # (B,)
+    saved = 1.0 - per_prompt.float() / (group * width)
     return Stat(saved, torch.ones_like(saved))
+
+
+def _split_groups(seq: SequenceLogps, k: int) -> list[SequenceLogps]:
+    """(K·B,) rank-major tensors -> K columns of (B,); per-row fields only (router sums stay out)."""
+    rows = {name: t.view(k, -1) for name, t in seq._asdict().items() if t is not None and not name.startswith("router")}
+    return [SequenceLogps(**{name: t[j] for name, t in rows.items()}) for j in range(k)]
 
 
 def _split_pairs(seq: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:

@@ -20,19 +20,25 @@ import yaml
 
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.module import RENAMED_ARGUMENTS, DPOModule
-from lightning_dpo.namespace import submodule
+from lightning_dpo.namespace import pl, submodule
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 CONFIG_FLAGS = ("-c", "--config")
 
 
 class DPOCLI(submodule("cli").LightningCLI):
-    """LightningCLI over DPOModule and PreferenceDataModule, defaulting to the embedded tiny run."""
+    """LightningCLI over DPOModule and PreferenceDataModule, defaulting to the embedded tiny run.
 
-    def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+    With ``data_classes`` (a ``data: {class_path: ...}`` in a config, or ``--data.class_path``), any
+    LightningDataModule is accepted by class path, such as ``lightning_dpo.data.RankingDataModule`` for
+    rankings or ``lightning_dpo.data.UnpairedDataModule`` for KTO.
+    """
+
+    def __init__(self, args: list[str] | None = None, data_classes: bool = False, **kwargs: Any) -> None:
         super().__init__(
             DPOModule,
-            PreferenceDataModule,
+            pl.LightningDataModule if data_classes else PreferenceDataModule,
+            subclass_mode_data=data_classes,
             args=args,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,  # DPOModule takes injectable optimizer / lr_scheduler callables
@@ -71,12 +77,23 @@ def run(subcommand: str, argv: list[str]) -> int:
     from_console = sys.argv[1:] in (command_line, [])
     args = with_default_config(command_line)
     refuse_renamed_keys(args)
+    data_classes = names_data_class(args)
     if from_console:
         sys.argv[1:] = args  # LightningCLI warns when given args= beside a real command line
-        DPOCLI()
+        DPOCLI(data_classes=data_classes)
     else:
-        DPOCLI(args=args)
+        DPOCLI(args=args, data_classes=data_classes)
     return 0
+
+
+def names_data_class(argv: list[str]) -> bool:
+    """Whether the command line or one of its configs picks the data module by ``class_path``."""
+    if any(a.startswith(("--data.class_path", "--data=")) for a in argv):
+        return True
+    return any(
+        isinstance((_read_yaml(path).get("data") or {}), dict) and "class_path" in _read_yaml(path)["data"]
+        for path in _config_files(argv)
+    )
 
 
 def has_config(argv: list[str]) -> bool:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dpo.ops.causal_lm import CausalLMParts, split_causal_lm, verify_split
-from lightning_dpo.ops.packing import PackedBatch, TokenLayout, pack, token_layout
+from lightning_dpo.ops.packing import PackedBatch, TokenLayout, group_size, pack, token_layout
 from lightning_dpo.ops.segment_attention import attention_kind, enable_segment_attention, packed_call_kwargs
 
 
@@ -138,13 +138,17 @@ _PACKING_VERIFIED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]] = wea
 def _packing_verified(
     model: nn.Module, parts: CausalLMParts, batch: dict[str, Tensor], kind: str, shared: bool
 ) -> bool:
-    """Whether the packed body reproduces the padded body on the batch's first pair (cached per model)."""
+    """Whether the packed body reproduces the padded body on the batch's first pair (or first prompt's K
+    completions; cached per model)."""
     verdicts = _PACKING_VERIFIED.setdefault(model, {})
-    key = (id(parts.body), kind, shared)
+    key = (id(parts.body), kind, shared, group_size(batch))
     if key in verdicts:
         return verdicts[key]
-    half = batch["input_ids"].shape[0] // 2
-    pair = {k: batch[k][[0, half]] for k in ("input_ids", "attention_mask", "completion_mask")}
+    k = group_size(batch)
+    first = [j * (batch["input_ids"].shape[0] // k) for j in range(k)]  # the first prompt's K rows
+    pair = {name: batch[name][first] for name in ("input_ids", "attention_mask", "completion_mask")}
+    if "scores" in batch:
+        pair["scores"] = batch["scores"][:1]
     layout = token_layout(pair)
     packed = pack(pair, layout, share_prompt=shared)
     modes = [(m, m.training) for m in model.modules()]

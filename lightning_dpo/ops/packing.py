@@ -13,6 +13,11 @@ position t of row n when ``completion_mask[n, t + 1]`` is 1. :func:`token_layout
   their own row. Every output equals the unshared one, and the prompt (about two thirds of the tokens in
   multi-turn data) runs through the model once instead of twice; its gradient is the sum of both uses.
 
+A batch of rankings holds K completions per prompt: N = K·B rows, rank-major (rows k·B + i for
+k = 0..K−1 are prompt i's completions; :func:`group_size` reads K from its ``scores``, (B, K)). A pair is
+the case K = 2, and everything above holds per group: with ``share_prompt`` each prompt runs once for its
+K completions, the first completion's span holding it and the other K − 1 attending to it.
+
 The attention spans that keep sequences apart go with the packed row (``spans``; see
 :mod:`lightning_dpo.ops.segment_attention`). :func:`batch_padding_fraction` is the share of the batch's (N, T)
 slots that are padding.
@@ -62,7 +67,7 @@ class PackedBatch(NamedTuple):
     shared_prompt: bool
     """Whether each pair's prompt appears once."""
     tokens_per_sequence: Tensor
-    """(N,) tokens of each row of the batch in the packed row (a shared prompt counts for the chosen row)."""
+    """(N,) tokens of each row of the batch in the packed row (a shared prompt counts for its group's first row)."""
     span_rows: tuple[int, ...] = ()
     """The batch row each span of ``spans`` holds."""
 
@@ -101,22 +106,35 @@ def sequence_lengths(attention_mask: Tensor) -> Tensor | None:
     return lengths
 
 
+def group_size(batch: dict[str, Tensor]) -> int:
+    """K, the rows per prompt: a rankings batch's ``scores`` are (B, K); a batch of pairs has 2."""
+    scores = batch.get("scores")
+    return 2 if scores is None else int(scores.shape[1])
+
+
+def group_rows(n: int, k: int) -> list[int]:
+    """Batch rows in group order: prompt 0's K rows (0, B, 2B, …), then prompt 1's, …, with B = n / K."""
+    b = n // k
+    return [i + j * b for i in range(b) for j in range(k)]
+
+
 def shared_prompt_lengths(batch: dict[str, Tensor]) -> Tensor | None:
-    """(B,) prompt lengths when row i and row B + i hold the same, non-empty prompt for every pair i (so the
-    prompt can be shared), else ``None``."""
+    """(B,) prompt lengths when rows i, B + i, …, (K − 1)·B + i hold the same, non-empty prompt for every
+    prompt i (so the prompt can be shared), else ``None``."""
     input_ids, completion = batch["input_ids"], batch["completion_mask"].bool()
     n, width = input_ids.shape
-    if n % 2 or not bool(completion.any(-1).all()):
+    k = group_size(batch)
+    if n % k or not bool(completion.any(-1).all()):
         return None
-    prompt = completion.int().argmax(-1)  # (N,) index of the first completion token = prompt length
-    half = n // 2
-    chosen, rejected = prompt[:half], prompt[half:]
-    if not torch.equal(chosen, rejected) or not bool((chosen >= 1).all()):
+    prompt = completion.int().argmax(-1).view(k, n // k)  # (K, B) index of the first completion token
+    first = prompt[0]
+    if not bool((prompt == first).all()) or not bool((first >= 1).all()):
         return None
-    in_prompt = torch.arange(width, device=input_ids.device) < chosen[:, None]  # (B, T)
-    if not bool(((input_ids[:half] == input_ids[half:]) | ~in_prompt).all()):
+    in_prompt = torch.arange(width, device=input_ids.device) < first[:, None]  # (B, T)
+    ids = input_ids.view(k, n // k, width)
+    if not bool(((ids == ids[:1]) | ~in_prompt).all()):
         return None
-    return chosen
+    return first
 
 
 def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = False) -> PackedBatch | None:
@@ -130,12 +148,13 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
     cols = torch.arange(width, device=device)
     keep = attention_mask.bool()  # (N, T) tokens that enter the packed row
     prompt = shared_prompt_lengths(batch) if share_prompt else None
+    k = group_size(batch)
+    b = n // k
     if prompt is None:
         order = torch.arange(n, device=device)  # rows in batch order
     else:
-        half = n // 2
-        keep[half:] &= cols >= prompt[:, None]  # a rejected row keeps only its completion
-        order = torch.stack([torch.arange(half, device=device), torch.arange(half, n, device=device)], 1).flatten()
+        keep[b:] &= cols >= prompt.repeat(k - 1)[:, None]  # a later row of a group keeps only its completion
+        order = torch.tensor(group_rows(n, k), device=device)
     keep_o = keep[order]  # (N, T) in packing order: chosen 0, rejected 0, chosen 1, … when shared
     packed_ids = input_ids[order][keep_o]  # (S,)
     position_ids = cols.expand(n, width)[keep_o]  # (S,): a token's position in its own row
@@ -143,8 +162,8 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
     where_o = torch.full_like(where, -1)
     where_o[keep_o] = torch.arange(packed_ids.shape[0], device=device)
     where[order] = where_o  # (N, T): packed position of each kept token
-    if prompt is not None:  # a rejected row's prompt tokens are its chosen row's
-        where[half:] = torch.where(keep[half:], where[half:], where[:half])
+    if prompt is not None:  # a later row's prompt tokens are its group's first row's
+        where[b:] = torch.where(keep[b:], where[b:], where[:b].repeat(k - 1, 1))
     counts = keep_o.sum(-1)  # (N,) tokens per span, in packing order
     starts = counts.cumsum(0) - counts
     cu_seqlens = torch.zeros(n + 1, dtype=torch.int32, device=device)
@@ -153,9 +172,9 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
     prompts = prompt.tolist() if prompt is not None else None
     spans = []
     for j, (start, count) in enumerate(bounds):
-        if prompts is not None and j % 2:  # a rejected completion: the pair's prompt is its prefix
-            prefix = bounds[j - 1][0]
-            spans.append((start, start + count, prefix, prefix + prompts[j // 2]))
+        if prompts is not None and j % k:  # a later completion of a group: the group's prompt is its prefix
+            prefix = bounds[j - j % k][0]
+            spans.append((start, start + count, prefix, prefix + prompts[j // k]))
         else:
             spans.append((start, start + count, start, start))
     return PackedBatch(
@@ -167,7 +186,7 @@ def pack(batch: dict[str, Tensor], layout: TokenLayout, *, share_prompt: bool = 
         where[layout.rows, layout.cols],
         prompt is not None,
         keep.sum(-1),
-        tuple(range(n)) if prompt is None else tuple(r for i in range(n // 2) for r in (i, n // 2 + i)),
+        tuple(range(n)) if prompt is None else tuple(group_rows(n, k)),
     )
 
 

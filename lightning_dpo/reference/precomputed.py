@@ -1,9 +1,11 @@
 """``precomputed``: reference log-probs computed once, before training, cached on disk, then looked up.
 
 One pass over the train and val pairs computes every pair's reference log-probs; no reference model is
-kept for training. The table is cached under a key made from the tokens of every pair (which covers the
-data and every tokenisation setting), a hash of the reference weights, and LD-DPO's ``ld_alpha``. A second
-run with the same inputs reads the cache without a forward pass; any change gives a new key.
+kept for training. A table row holds a pair's [chosen, rejected], a ranking's K completions (best first),
+or an unpaired example's [completion, KL completion]: the rows of its group in the batch. The table is
+cached under a key made from the tokens of every pair (which covers the data and every tokenisation
+setting), a hash of the reference weights, and LD-DPO's ``ld_alpha``. A second run with the same inputs
+reads the cache without a forward pass; any change gives a new key.
 
 The cache file, ``<cache_dir>/<key>.logps``, is a checksummed header (``storage.write_checked``) and then
 the table with its key, saved by ``torch.save`` and read with ``weights_only=True``. It is written
@@ -111,8 +113,8 @@ class PrecomputedReference(Reference):
     def logps(self, batch: dict[str, Tensor], options: LogpsOptions, ld_alpha: float | None = None) -> SequenceLogps:
         if self.table.numel() == 0:
             raise RuntimeError("reference mode 'precomputed': the table is not filled; fit fills it before training")
-        rows = self.table[batch["pair_index"]]  # (B, 2)
-        logps = torch.cat([rows[:, 0], rows[:, 1]])  # (2B,) chosen rows first, as in the batch
+        rows = self.table[batch["pair_index"]]  # (B, G): G = 2 for pairs (and unpaired + KL rows), K for rankings
+        logps = rows.T.reshape(-1)  # (G·B,) rank-major as in the batch: chosen rows first
         zeros = torch.zeros_like(logps)
         return SequenceLogps(logps=logps, num_tokens=zeros, logits_sum=zeros)
 
@@ -196,14 +198,14 @@ class PrecomputedReference(Reference):
         with _eval_mode(model):
             for batch in datamodule.pair_batches(self.batch_size, rank=rank, world_size=world):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                logps = completion_logps(model, batch, options=options, ld_alpha=ld_alpha).logps.float()  # (2B,)
-                chosen, rejected = logps.chunk(2)
+                logps = completion_logps(model, batch, options=options, ld_alpha=ld_alpha).logps.float()  # (G·B,)
+                group = logps.shape[0] // batch["pair_index"].shape[0]  # rows per pair (K per ranking)
                 indices.append(batch["pair_index"])
-                values.append(torch.stack([chosen, rejected], dim=1))
+                values.append(logps.view(group, -1).T)  # (B, G): [chosen, rejected], or a ranking's K
         index = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=device)
         value = torch.cat(values) if values else torch.empty(0, 2, device=device)
         index, value = _gather_rows(trainer.strategy, world, index, value)
-        table = torch.zeros(datamodule.num_pairs(), 2)
+        table = torch.zeros(datamodule.num_pairs(), value.shape[1])
         filled = torch.zeros(datamodule.num_pairs(), dtype=torch.bool)
         table[index.cpu()], filled[index.cpu()] = value.cpu(), True
         if not filled.all():
@@ -243,7 +245,7 @@ def _gather_rows(strategy: Any, world_size: int, index: Tensor, value: Tensor) -
     counts = strategy.all_gather(count).flatten()
     width = int(counts.max())
     padded_index = torch.zeros(width, dtype=index.dtype, device=index.device)
-    padded_value = torch.zeros(width, 2, dtype=value.dtype, device=value.device)
+    padded_value = torch.zeros(width, value.shape[1], dtype=value.dtype, device=value.device)
     padded_index[: index.numel()], padded_value[: index.numel()] = index, value
     all_index, all_value = strategy.all_gather(padded_index), strategy.all_gather(padded_value)
     rows = [(i[: int(n)], v[: int(n)]) for i, v, n in zip(all_index, all_value, counts)]

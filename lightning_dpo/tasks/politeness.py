@@ -38,6 +38,7 @@ __all__ = [
     "RUDE_CLOSERS",
     "RUDE_OPENERS",
     "Question",
+    "build_ranking_splits",
     "build_splits",
     "format_prompt",
     "is_polite",
@@ -556,3 +557,39 @@ def build_splits(seed: int = 0, n_train: int = 2000, n_val: int = 200) -> dict[s
         "train": [_record(rng, q, f) for q, f in train_pairs],
         "val": [_record(rng, q, f) for q, f in val_pairs],
     }
+
+
+def _graded_answers(rng: random.Random, fact: str) -> list[tuple[str, int]]:
+    """Four answers to one fact, graded by how polite they are: (text, score), best first.
+
+    3: a polite opener and a polite closer; 2: a polite opener alone; 1: a rude opener alone; 0: a rude
+    opener and a rude closer. Length does not follow the grade (3 and 0 are the long ones), so tone is what
+    orders them.
+    """
+    polite, rude = rng.choice(POLITE_OPENERS), rng.choice(RUDE_OPENERS)
+    return [
+        (_answer(fact, polite, rng.choice(POLITE_CLOSERS)), 3),
+        (_answer(fact, rng.choice(POLITE_OPENERS), None), 2),
+        (_answer(fact, rng.choice(RUDE_OPENERS), None), 1),
+        (_answer(fact, rude, rng.choice(RUDE_CLOSERS)), 0),
+    ]
+
+
+def build_ranking_splits(seed: int = 0, n_train: int = 1000, n_val: int = 100) -> dict[str, list[dict]]:
+    """Deterministic ``{"train": [...], "val": [...]}`` of ``{"prompt", "completions", "scores"}``: four graded
+    answers per question (:func:`_graded_answers`), in a shuffled order, with their scores. The questions and
+    the held-out validation texts are :func:`build_splits`'s (same seed, same split)."""
+    pairs = build_splits(seed, n_train, n_val)
+    bank = {format_prompt(p): q.fact for q in question_bank() for p in q.phrasings()}
+    rng = random.Random(seed + 1)
+    out: dict[str, list[dict]] = {}
+    for split, records in pairs.items():
+        rows = []
+        for record in records:
+            graded = _graded_answers(rng, bank[record["prompt"]])
+            rng.shuffle(graded)
+            rows.append(
+                {"prompt": record["prompt"], "completions": [t for t, _ in graded], "scores": [s for _, s in graded]}
+            )
+        out[split] = rows
+    return out

@@ -144,3 +144,27 @@ def test_moved_flags_and_config_keys_name_their_new_place(tmp_path, capsys):
         main(["fit", "--config", str(old)])
     with pytest.raises(SystemExit, match=r"--model.padding_free is now --model.logps.padding_free"):
         main(["data", "--model.padding_free", "true"])
+
+
+@pytest.mark.parametrize("config, metric", [("listwise.yaml", "val/rewards/ranking_accuracy"), ("kto.yaml", "val/kl")])
+def test_the_rankings_and_kto_configs_fit(config, metric, tmp_path, monkeypatch, tiny_model_dir):
+    """The shipped configs pick their data module by class_path; two steps each, logging their own metrics."""
+    monkeypatch.chdir(tmp_path)
+    path = Path(__file__).resolve().parents[2] / "configs" / config
+    main(
+        [
+            "fit",
+            "--config",
+            str(path),
+            f"--model.model_name_or_path={tiny_model_dir}",
+            "--data.init_args.max_length=64",
+            "--data.init_args.max_prompt_length=32",
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r[metric] for r in rows if r.get(metric)]

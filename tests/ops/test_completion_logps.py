@@ -139,3 +139,21 @@ def test_lora_on_the_head_falls_back_to_full_logits(make_model, batch):
     assert fast[0].computed_tokens is None
     assert any("lm_head.lora_" in n for n in fast[1])  # the head's adapter trains
     assert_same(run(model, batch, REFERENCE), fast)
+
+
+def test_k_completions_per_prompt_match_full_logits(make_model):
+    """A rankings batch (K = 3 completions per prompt, rank-major rows): the shared-prompt pack runs each
+    prompt once for all three and gives the full-logits values and gradients."""
+    from lightning_dpo.data.collate import RankingCollator
+
+    items = [
+        {"prompt_input_ids": [1, 5, 6, 7, 8], "completions_input_ids": [[9, 10, 2], [11, 2], [12, 13, 14, 2]]},
+        {"prompt_input_ids": [1, 5], "completions_input_ids": [[3, 2], [4, 4, 12, 2], [15, 2]]},
+    ]
+    batch = RankingCollator(pad_token_id=2)([{**item, "scores": [2, 1, 0]} for item in items])
+    model = make_model("llama")
+    fast = run(model, batch, LAYOUTS["shared"])
+    assert_same(run(model, batch, REFERENCE), fast)
+    per_row = batch["attention_mask"].sum(-1)
+    prompts = torch.tensor([5, 2]).repeat(2)  # rows 2..5 (2nd and 3rd completions) do not recompute the prompt
+    assert fast[0].computed_tokens.tolist() == [*per_row[:2].tolist(), *(per_row[2:] - prompts).tolist()]

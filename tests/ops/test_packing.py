@@ -98,3 +98,39 @@ tokens = st.lists(st.integers(3, 50), min_size=1, max_size=6)
 def test_any_batch_packs_consistently(raw, share):
     pairs = [{"prompt_input_ids": [1, *p], "chosen_input_ids": c, "rejected_input_ids": r} for p, c, r in raw]
     check_pack(pairs, share)
+
+
+RANKINGS = [
+    {"prompt_input_ids": [1, 5, 6, 7], "completions_input_ids": [[9, 2], [10, 11, 2], [12, 2]], "scores": [3, 2, 1]},
+    {"prompt_input_ids": [1, 8], "completions_input_ids": [[3, 2], [4, 2], [13, 14, 15, 2]], "scores": [1, 1, 0]},
+]
+
+
+def test_a_ranking_shares_its_prompt_across_k_completions():
+    from lightning_dpo.data.collate import RankingCollator
+
+    batch = RankingCollator(pad_token_id=0)(RANKINGS)
+    assert batch["input_ids"].shape[0] == 6 and batch["scores"].shape == (2, 3)
+    assert shared_prompt_lengths(batch).tolist() == [4, 2]
+    layout = token_layout(batch)
+    packed = pack(batch, layout, share_prompt=True)
+    # Prompt 0 once (with its first completion), its 2nd and 3rd completions attend to it; then prompt 1.
+    assert packed.spans == (
+        (0, 6, 0, 0),
+        (6, 9, 0, 4),
+        (9, 11, 0, 4),
+        (11, 15, 11, 11),
+        (15, 17, 11, 13),
+        (17, 21, 11, 13),
+    )
+    assert packed.span_rows == (0, 2, 4, 1, 3, 5)
+    ids, positions = packed.input_ids[0], packed.position_ids[0]
+    rows = [r["prompt_input_ids"] + c for c_i in range(3) for r in RANKINGS for c in [r["completions_input_ids"][c_i]]]
+    for (start, end, p_start, p_end), row in zip(packed.spans, packed.span_rows):
+        assert torch.cat([ids[p_start:p_end], ids[start:end]]).tolist() == rows[row]
+        assert torch.cat([positions[p_start:p_end], positions[start:end]]).tolist() == list(range(len(rows[row])))
+    for n, t, index in zip(layout.rows.tolist(), layout.cols.tolist(), packed.index.tolist()):
+        assert ids[index] == rows[n][t] and positions[index] == t
+    assert packed.tokens_per_sequence.tolist() == [6, 4, 3, 2, 2, 4]
+    batch["input_ids"][4, 1] = 99  # the first prompt's third row differs
+    assert shared_prompt_lengths(batch) is None

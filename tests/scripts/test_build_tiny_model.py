@@ -94,3 +94,13 @@ def test_shipped_model_card_matches_weights() -> None:
     # The model card records the weights' hash; a rebuild must update both together.
     card = (SHIPPED / "README.md").read_text(encoding="utf-8")
     assert _sha256(SHIPPED / "model.safetensors") in card
+
+
+def test_make_polite_rankings_writes_the_bundled_files(load_script, tmp_path):
+    from lightning_dpo.embedded import resolve_dataset
+
+    load_script("scripts/make_polite_rankings.py").main(["--out", str(tmp_path)])
+    bundled = resolve_dataset("embedded:polite-rankings")
+    assert (tmp_path / "README.md").is_file()
+    for name in ("train.jsonl", "val.jsonl"):
+        assert (tmp_path / name).read_bytes() == (__import__("pathlib").Path(bundled) / name).read_bytes()

@@ -99,3 +99,18 @@ def test_politeness_reward_scores_completions_not_prompts():
     prompts = ["\n\nHuman: Please tell me what 2 plus 2 is.\n\nAssistant:"] * 3
     rewards = politeness_reward(prompts, [" Of course! 2 plus 2 is 4.", " Ugh. 2 plus 2 is 4.", " 2 plus 2 is 4."])
     assert rewards == [1.0, -1.0, 0.0]
+
+
+def test_bundled_rankings_match_generator_and_the_judge_orders_the_ends():
+    from lightning_dpo.tasks.politeness import build_ranking_splits
+
+    splits = build_ranking_splits()
+    folder = DATA_DIR.parent / "polite-rankings"
+    for name in ("train", "val"):
+        # `python scripts/make_polite_rankings.py` after changing lightning_dpo/tasks/politeness.py.
+        assert _read_jsonl(folder / f"{name}.jsonl") == splits[name]
+    for row in splits["train"][:200]:
+        assert sorted(row["scores"]) == [0, 1, 2, 3] and len(set(row["completions"])) == 4
+        by_score = dict(zip(row["scores"], row["completions"]))
+        assert politeness_score(by_score[3]) > 0 > politeness_score(by_score[0])
+    assert build_ranking_splits(seed=1) != splits
