@@ -23,6 +23,7 @@ timed() {  # timed NAME CMD...: run, append "NAME wall_s cpu_s rc" to $TIMES
 if [ "$BUILD" = 1 ]; then
   timed build_sft python scripts/build_reviews_sft.py --hidden 96 --layers 4 --steps 800
   timed make_pairs python scripts/make_reviews_pairs.py --k 4
+  timed tests python -m pytest -q -p no:cacheprovider tests/tasks/test_reviews.py
 fi
 COMMON=(--model.model_name_or_path embedded:reviews-sft --data.dataset embedded:reviews
         --trainer.limit_val_batches 0 --trainer.enable_progress_bar false
@@ -50,7 +51,7 @@ preferred_ft.main()"
     --reference embedded:reviews-sft --reward lightning_dpo.tasks.reviews.sentiment_reward \
     --dataset embedded:reviews --split test --num_prompts 200 --samples_per_prompt 2 --max_new_tokens 64 \
     --seed "$SEED" --output_dir "$D/evaluation" --plot false
-  timed "seed$SEED-bon" python scripts/best_of_n.py --num-prompts 100 --n 1 4 16 64 --seed "$SEED" \
+  timed "seed$SEED-bon" python scripts/best_of_n.py --num-prompts 64 --n 1 4 16 64 --seed "$SEED" \
     --output "$D/best_of_n.csv"
   python scripts/onpolicy_frontier.py "$OUT" > "$OUT/summary.md" 2>&1
 done
