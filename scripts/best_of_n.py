@@ -20,8 +20,8 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
@@ -29,12 +29,12 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
 
 import torch  # noqa: E402
 
-from lightning_dpo.evaluation.frontier import CSV_FIELDS, read_prompts  # noqa: E402
 from lightning_dpo.evaluation.generation import SamplingSettings  # noqa: E402
 from lightning_dpo.evaluation.kl import mean_and_sem  # noqa: E402
 from lightning_dpo.evaluation.rewards import load_reward  # noqa: E402
 from lightning_dpo.models import load_causal_lm, load_tokenizer  # noqa: E402
-from lightning_dpo.tasks.sampled_pairs import sample_scored  # noqa: E402
+from lightning_dpo.onpolicy.sampling import sample_scored  # noqa: E402
+from lightning_dpo.tools.frontier import CSV_FIELDS, read_prompts  # noqa: E402
 
 
 def expected_max(rewards: Sequence[float], n: int) -> float:
@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     with torch.no_grad():
         groups = sample_scored(model, tokenizer, prompts, load_reward(args.reward), k=m, settings=settings,
-                               batch_size=args.batch_size)  # fmt: skip
+                               batch_size=max(args.batch_size // m, 1))  # fmt: skip
     seconds = time.perf_counter() - started
     rows = []
     for n in args.n:
-        per_prompt = [expected_max([s.score for s in g], n) for g in groups]
+        per_prompt = [expected_max(g.scores, n) for g in groups]
         reward = mean_and_sem(per_prompt)
         kl = best_of_n_kl(n)
         rows.append({

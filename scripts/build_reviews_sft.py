@@ -26,12 +26,12 @@ for path in (REPO_ROOT, REPO_ROOT / "scripts"):  # run as a plain script from a 
         sys.path.insert(0, str(path))
 
 import torch  # noqa: E402
+from build_tiny_model import MAX_LENGTH, check_tokenizer, sha256, train, train_tokenizer  # noqa: E402
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from build_tiny_model import MAX_LENGTH, check_tokenizer, sha256, train, train_tokenizer  # noqa: E402
 from lightning_dpo.evaluation.generation import SamplingSettings  # noqa: E402
+from lightning_dpo.onpolicy.sampling import sample_scored  # noqa: E402
 from lightning_dpo.tasks.reviews import build_prompts, sentiment_reward, write_review  # noqa: E402
-from lightning_dpo.tasks.sampled_pairs import sample_scored  # noqa: E402
 
 DEFAULT_OUT = "lightning_dpo/assets/models/reviews-sft"
 MAX_NEW_TOKENS = 64  # the longest task reviews are about 45 tokens
@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     val = [p.text for p in splits["val"][: args.eval_prompts]]
     settings = SamplingSettings(max_new_tokens=MAX_NEW_TOKENS, seed=args.seed)
     groups = sample_scored(model, tok, val, sentiment_reward, k=args.eval_k, settings=settings)
-    samples = [s for g in groups for s in g]
-    sft = describe([s.score for s in samples])
-    finished = sum(s.finished for s in samples) / len(samples)
+    scores = [s for g in groups for s in g.scores]
+    sft = describe(scores)
+    finished = sum(f for g in groups for f in g.finished) / len(scores)
     corpus = describe(sentiment_reward(prompts, completions))
-    print(f"sampling {len(samples)} completions: {time.perf_counter() - t0:.1f}s")
+    print(f"sampling {len(scores)} completions: {time.perf_counter() - t0:.1f}s")
     for prompt, group in list(zip(val, groups))[:3]:
-        print(f"[sampled] {prompt!r} -> {group[0].text!r} ({group[0].score:+.2f})")
+        print(f"[sampled] {prompt!r} -> {group.texts[0]!r} ({group.scores[0]:+.2f})")
     print("corpus reward:", {k: round(v, 3) for k, v in corpus.items()})
     print("SFT sample reward:", {k: round(v, 3) for k, v in sft.items()}, f"finished {finished:.3f}")
 

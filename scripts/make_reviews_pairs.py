@@ -2,9 +2,9 @@
 
 For every prompt of a split (``lightning_dpo.tasks.reviews.build_prompts``), ``--k`` temperature-1 samples
 of the SFT model are scored by ``sentiment_reward``; the best finished sample is ``chosen`` and the worst
-``rejected`` (``lightning_dpo.tasks.sampled_pairs``). A prompt whose samples all score the same is left
-out and counted. This is the DPO paper's controlled-sentiment recipe: the chosen side is only the better
-sample of the SFT model, so copying it is not the optimal policy.
+``rejected`` (``lightning_dpo.onpolicy``: ``sample_scored``, ``pair_group``). A prompt whose samples all
+score the same is left out and counted. This is the DPO paper's controlled-sentiment recipe: the chosen side
+is only the better sample of the SFT model, so copying it is not the optimal policy.
 
 The output (train.jsonl, val.jsonl, test.jsonl, README.md) is a pure function of the model files,
 ``--seed`` and ``--k`` on one machine: the same arguments give byte-identical files.
@@ -30,8 +30,9 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from lightning_dpo.evaluation.generation import SamplingSettings  # noqa: E402
+from lightning_dpo.onpolicy.pairing import PairCounts, pair_group  # noqa: E402
+from lightning_dpo.onpolicy.sampling import SampleGroup, sample_scored  # noqa: E402
 from lightning_dpo.tasks.reviews import build_prompts, sentiment_reward  # noqa: E402
-from lightning_dpo.tasks.sampled_pairs import best_vs_worst, sample_scored  # noqa: E402
 
 DEFAULT_MODEL = "lightning_dpo/assets/models/reviews-sft"
 DEFAULT_OUT = "lightning_dpo/assets/data/reviews"
@@ -73,6 +74,21 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def best_vs_worst(prompts: list[str], groups: list[SampleGroup]) -> tuple[list[dict], PairCounts]:
+    """Per prompt, its best-scored finished sample (chosen) against its worst; ties and prompts with fewer than
+    two finished samples are skipped and counted."""
+    records, counts = [], PairCounts()
+    for prompt, group in zip(prompts, groups):
+        pairs, group_counts = pair_group(group.scores, group.finished)
+        counts = counts + group_counts
+        for pair in pairs:
+            records.append(
+                {"prompt": prompt, "chosen": group.texts[pair.chosen], "rejected": group.texts[pair.rejected],
+                 "chosen_score": group.scores[pair.chosen], "rejected_score": group.scores[pair.rejected]}
+            )  # fmt: skip
+    return records, counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the SFT model directory")
@@ -97,21 +113,23 @@ def main(argv: list[str] | None = None) -> None:
         texts = [p.text for p in prompts[split]]
         settings = SamplingSettings(max_new_tokens=args.max_new_tokens, seed=args.seed + i)
         groups = sample_scored(model, tok, texts, sentiment_reward, k=args.k, settings=settings,
-                               batch_size=args.batch_size)  # fmt: skip
-        pairs = best_vs_worst(texts, groups)
-        write_jsonl(out / f"{split}.jsonl", pairs.records)
-        scores = [s.score for g in groups for s in g]
-        chosen = statistics.fmean(r["chosen_score"] for r in pairs.records)
-        rejected = statistics.fmean(r["rejected_score"] for r in pairs.records)
+                               batch_size=max(args.batch_size // args.k, 1))  # fmt: skip
+        records, counts = best_vs_worst(texts, groups)
+        write_jsonl(out / f"{split}.jsonl", records)
+        scores = [s for g in groups for s in g.scores]
+        chosen = statistics.fmean(r["chosen_score"] for r in records)
+        rejected = statistics.fmean(r["rejected_score"] for r in records)
         rows.append(
-            f"| {split} | {len(texts)} | {len(pairs.records)} | {pairs.ties} | {pairs.too_few_finished} | "
+            f"| {split} | {len(texts)} | {len(records)} | {counts.all_equal} | {counts.too_few} | "
             f"{statistics.fmean(scores):+.3f} ± {statistics.pstdev(scores):.3f} | {chosen:+.3f} | {rejected:+.3f} |"
         )
-        print(f"{split}: {len(pairs.records)} pairs from {len(texts)} prompts x {args.k} "
-              f"({pairs.ties} ties, {pairs.too_few_finished} with < 2 finished) in {time.perf_counter() - t0:.1f}s; "
+        print(f"{split}: {len(records)} pairs from {len(texts)} prompts x {args.k} "
+              f"({counts.all_equal} ties, {counts.too_few} with < 2 finished) in {time.perf_counter() - t0:.1f}s; "
               f"chosen {chosen:+.3f}, rejected {rejected:+.3f}", flush=True)  # fmt: skip
 
-    command = f"python scripts/make_reviews_pairs.py --model {args.model} --out {args.out} --seed {args.seed} --k {args.k}"
+    command = (
+        f"python scripts/make_reviews_pairs.py --model {args.model} --out {args.out} --seed {args.seed} --k {args.k}"
+    )
     if args.max_new_tokens != 64:
         command += f" --max-new-tokens {args.max_new_tokens}"
     if args.batch_size != 256:

@@ -20,14 +20,14 @@ import argparse
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from lightning_dpo.evaluation.frontier import read_csv  # noqa: E402
+from lightning_dpo.tools.frontier import read_csv  # noqa: E402
 
 Point = tuple[float, float]  # (KL, reward)
 
@@ -65,7 +65,11 @@ def load(root: Path) -> dict[str, list[dict]]:
     """Rows by seed directory name."""
     out = {}
     for seed_dir in sorted(root.glob("seed-*")):
-        rows = read_csv(seed_dir / "evaluation" / "frontier.csv") if (seed_dir / "evaluation" / "frontier.csv").exists() else []
+        rows = (
+            read_csv(seed_dir / "evaluation" / "frontier.csv")
+            if (seed_dir / "evaluation" / "frontier.csv").exists()
+            else []
+        )
         if (seed_dir / "best_of_n.csv").exists():
             rows += read_csv(seed_dir / "best_of_n.csv")
         out[seed_dir.name] = rows
@@ -94,7 +98,8 @@ def summary_table(by_seed: dict[str, list[dict]]) -> str:
         tokens = [r["mean_tokens"] for r in rows if r.get("mean_tokens") is not None]
         eos = [r["eos_fraction"] for r in rows if r.get("eos_fraction") is not None]
         lines.append(
-            f"| {group} | {'final' if step < 0 else int(step)} | {len(rows)} | {_ms([r['reward_mean'] for r in rows])} | "
+            f"| {group} | {'final' if step < 0 else int(step)} | {len(rows)} | "
+            f"{_ms([r['reward_mean'] for r in rows])} | "
             f"{_mk([r['kl_mean'] for r in rows])} | {statistics.fmean(tokens) if tokens else float('nan'):.1f} | "
             f"{statistics.fmean(eos) if eos else float('nan'):.2f} |"
         )
@@ -102,7 +107,10 @@ def summary_table(by_seed: dict[str, list[dict]]) -> str:
 
 
 def dominance_table(by_seed: dict[str, list[dict]], above: str, below: str, origin: str) -> str:
-    lines = [f"| seed | smallest gap {above} − {below} | at KL | shared KL range | above everywhere |", "|---|---|---|---|---|"]
+    lines = [
+        f"| seed | smallest gap {above} − {below} | at KL | shared KL range | above everywhere |",
+        "|---|---|---|---|---|",
+    ]
     for seed, rows in by_seed.items():
         start = [(0.0, r["reward_mean"]) for r in rows if r["group"] == origin][:1]
         a = start + [(r["kl_mean"], r["reward_mean"]) for r in rows if r["group"].startswith(above)]

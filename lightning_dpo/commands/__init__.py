@@ -22,5 +22,6 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("lightning_dpo.commands.fit:predict", "score pairs: rewards, margins, log-probs (LightningCLI)"),
     "data": Command("lightning_dpo.commands.data:main", "a dry run of the data pipeline: its report"),
     "evaluate": Command("lightning_dpo.commands.evaluate:main", "the reward-KL frontier and win rates of models"),
+    "generate": Command("lightning_dpo.commands.generate:main", "preference pairs from a model's own samples, scored"),
     "plot": Command("lightning_dpo.commands.plot:main", "a run's logged metrics as one PNG"),
 }

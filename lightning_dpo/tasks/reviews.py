@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 __all__ = [
     "GRADES",
@@ -91,16 +91,60 @@ def sentiment_reward(prompts: Sequence[str], completions: Sequence[str]) -> list
 # -- prompts ---------------------------------------------------------------------------------------
 
 _TITLE_WORDS = (
-    "Silent", "Crimson", "Last", "Hidden", "Broken", "Golden", "Distant", "Frozen", "Electric", "Quiet",
-    "Northern", "Lonely", "Burning", "Secret", "Endless", "Paper", "Midnight", "Iron", "Velvet", "Wild",
+    "Silent",
+    "Crimson",
+    "Last",
+    "Hidden",
+    "Broken",
+    "Golden",
+    "Distant",
+    "Frozen",
+    "Electric",
+    "Quiet",
+    "Northern",
+    "Lonely",
+    "Burning",
+    "Secret",
+    "Endless",
+    "Paper",
+    "Midnight",
+    "Iron",
+    "Velvet",
+    "Wild",
 )
 _TITLE_NOUNS = (
-    "Harbor", "Garden", "Signal", "River", "Letter", "Mountain", "Station", "Island", "Mirror", "Road",
-    "Tower", "Summer", "Winter", "Orchard", "Bridge", "Lantern", "Forest", "Voyage", "Castle", "Valley",
+    "Harbor",
+    "Garden",
+    "Signal",
+    "River",
+    "Letter",
+    "Mountain",
+    "Station",
+    "Island",
+    "Mirror",
+    "Road",
+    "Tower",
+    "Summer",
+    "Winter",
+    "Orchard",
+    "Bridge",
+    "Lantern",
+    "Forest",
+    "Voyage",
+    "Castle",
+    "Valley",
 )
 _GENRES = (
-    "drama", "comedy", "thriller", "western", "musical", "romance", "mystery", "war film",
-    "science fiction film", "horror film",
+    "drama",
+    "comedy",
+    "thriller",
+    "western",
+    "musical",
+    "romance",
+    "mystery",
+    "war film",
+    "science fiction film",
+    "horror film",
 )
 _FIRST_NAMES = ("Mara", "Jonah", "Elsa", "Victor", "Nina", "Omar", "Clara", "Felix", "Iris", "Hugo", "Lena", "Theo")
 _LAST_NAMES = ("Quinn", "Alvarez", "Brooks", "Okafor", "Lindqvist", "Moreau", "Tanaka", "Novak", "Reyes", "Hale",
@@ -157,8 +201,20 @@ def build_prompts(
 # -- the task text the SFT model learns ------------------------------------------------------------
 
 _ASPECTS = (
-    "acting", "plot", "music", "pacing", "dialogue", "ending", "script", "camera work", "soundtrack",
-    "direction", "story", "cast", "editing", "set design",
+    "acting",
+    "plot",
+    "music",
+    "pacing",
+    "dialogue",
+    "ending",
+    "script",
+    "camera work",
+    "soundtrack",
+    "direction",
+    "story",
+    "cast",
+    "editing",
+    "set design",
 )
 _ROLES = ("detective", "mother", "captain", "villain", "teacher", "stranger", "pilot", "doctor", "singer", "soldier")
 _INTENSIFIERS = ("", "", "", "really ", "quite ", "truly ", "rather ")
