@@ -118,10 +118,10 @@ def _synchronized_clock():
 
 
 def run_lightning(model_dir: str, data_dir: str, steps: int, packed: bool) -> dict:
-    import pytorch_lightning as pl
     import torch
 
     from lightning_dpo import DPOModule, PreferenceDataModule
+    from lightning_dpo.namespace import pl
 
     now, times = _synchronized_clock(), []
 

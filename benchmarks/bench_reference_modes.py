@@ -73,11 +73,11 @@ def build_model(path: Path) -> int:
 
 def run_mode(mode: str, model_dir: str, data_dir: str, out: str, steps: int, pairs: int, max_length: int) -> None:
     """Child process: train ``steps`` steps in one mode, write the measurements as JSON."""
-    import pytorch_lightning as pl
     import torch
     from bench_common import step_timer
 
     from lightning_dpo import DPOModule, PreferenceDataModule
+    from lightning_dpo.namespace import pl
 
     torch.manual_seed(0)
     times: list[float] = []

@@ -13,7 +13,7 @@ from functools import partial
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from lightning_dpo import DPOModule, HFExportCallback, LossSettings, PreferenceDataModule, RewardMarginCallback
@@ -43,7 +43,6 @@ def main() -> None:
         val_check_interval=50,
         logger=CSVLogger("runs", name="plain_lightning"),
         callbacks=[
-            LearningRateMonitor(logging_interval="step"),
             ModelCheckpoint(monitor="val/rewards/accuracies", mode="max"),
             RewardMarginCallback(),
             HFExportCallback(),

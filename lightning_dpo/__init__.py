@@ -1,15 +1,25 @@
 """lightning_dpo: Direct Preference Optimization (Rafailov et al. 2023) as a PyTorch Lightning plugin."""
 
-from lightning_dpo.callbacks import GenerationSamples, HFExportCallback, HubSettings, RewardMarginCallback
+from lightning_dpo.callbacks import (
+    AtomicCheckpointIO,
+    GenerationSamples,
+    HFExportCallback,
+    HubSettings,
+    PreemptionCheckpoint,
+    RewardMarginCallback,
+    ThroughputCallback,
+)
 from lightning_dpo.data import PreferenceDataModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.losses import LOSSES, LossSettings, PreferenceLossOutput, preference_loss, register_loss
 from lightning_dpo.module import DPOModule
+from lightning_dpo.nonfinite import NonFiniteError, NonFiniteSettings
 from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_reference
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "AtomicCheckpointIO",
     "LOSSES",
     "REFERENCES",
     "DPOModule",
@@ -18,10 +28,14 @@ __all__ = [
     "HubSettings",
     "LogpsOptions",
     "LossSettings",
+    "NonFiniteError",
+    "NonFiniteSettings",
+    "PreemptionCheckpoint",
     "PreferenceDataModule",
     "PreferenceLossOutput",
     "ReferenceSettings",
     "RewardMarginCallback",
+    "ThroughputCallback",
     "preference_loss",
     "register_loss",
     "register_reference",

@@ -5,10 +5,17 @@ lightning-dpo COMMAND [ARGS...]       (no COMMAND: ``fit`` on the embedded defau
 
 from __future__ import annotations
 
+import pickle
 import sys
 
+from lightning_dpo.callbacks.checkpoint_io import refusal
 from lightning_dpo.commands import COMMANDS
+from lightning_dpo.errors import UserError
+from lightning_dpo.namespace import submodule
 from lightning_dpo.settings import import_object
+
+SIGTERM_EXIT = 128 + 15
+"""The exit status of a run that SIGTERM stopped (after it saved what ``PreemptionCheckpoint`` saves)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"lightning-dpo: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    return import_object(COMMANDS[name].entry)(rest) or 0
+    try:
+        return import_object(COMMANDS[name].entry)(rest) or 0
+    except UserError as e:  # a mistake in a file or a setting: its message says what to fix, a traceback would not
+        print(f"lightning-dpo {name}: error: {e}", file=sys.stderr)
+        return 1
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) met pickled code: a refusal, not a crash
+        print(f"lightning-dpo {name}: error: {refusal(_checkpoint_argument(rest), e)}", file=sys.stderr)
+        return 1
+    except submodule("utilities.exceptions").SIGTERMException:
+        print(f"lightning-dpo {name}: stopped by SIGTERM after the batch in progress", file=sys.stderr)
+        return SIGTERM_EXIT
+
+
+def _checkpoint_argument(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
 
 def usage() -> str:

@@ -161,7 +161,8 @@ class LogpsOptions:
     """The fast path: the decoder body, then the LM head only at completion positions, fused and chunked.
     ``False``: the model's full logits (the reference path)."""
     chunk_size: int | None = None
-    """Tokens per block of logits in the fused head; ``None``: about 8M logits a block."""
+    """Tokens per block of logits in the fused head; ``None``: about 32M logits (128 MiB of fp32) a block and at
+    least 128 tokens, balanced over the batch's completion tokens (``ops.fused_head.auto_chunk_size``)."""
     padding_free: bool | None = None
     """Pack the batch's sequences into one row (fast path only). ``None``: where it pays, i.e. on a CPU with
     ``sdpa`` attention (attention per sequence, no mask) and with flash attention."""

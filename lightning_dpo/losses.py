@@ -7,7 +7,9 @@ and returns per-pair losses. No model, no batch dict: a loss is testable with a 
 Notation (TRL's): the log-ratio of a completion is ``log πθ(y|x) − log πref(y|x)``; its *score* is the
 log-ratio after the f-divergence transform (the identity for the default reverse KL); ``h`` is the chosen
 score minus the rejected score. The implicit reward of a completion is ``β·(log πθ(y|x) − log πref(y|x))``,
-detached, computed the same way whatever the loss (for reference-free losses the reference is 0).
+detached; for reference-free losses the reference is 0. A loss that prefers by *mean* token log-prob
+(SimPO, ORPO) declares ``rewards_per_token``, and its rewards are then β·(log-ratio / completion tokens), as
+TRL's CPO and ORPO trainers log them: a pair the loss prefers then also counts as accurate.
 
 Losses live in one registry, ``LOSSES``; a :class:`LossSpec` declares what a loss needs, so the module
 never branches on a loss name. A user's loss plugs in with ``@register_loss("name")``, or as a
@@ -36,9 +38,9 @@ class PreferenceLossOutput(NamedTuple):
     losses: Tensor
     """Per-pair loss, with gradient; ``losses.mean()`` is Σ wᵢ·mean(lossᵢ) over the combined loss types."""
     chosen_rewards: Tensor
-    """β·(log πθ(yw|x) − log πref(yw|x)), detached."""
+    """β·(log πθ(yw|x) − log πref(yw|x)), detached; divided by |yw| under ``rewards_per_token``."""
     rejected_rewards: Tensor
-    """β·(log πθ(yl|x) − log πref(yl|x)), detached."""
+    """β·(log πθ(yl|x) − log πref(yl|x)), detached; divided by |yl| under ``rewards_per_token``."""
     nll_loss: Tensor | None = None
     """Scalar mean NLL of the chosen tokens, detached, when a loss (``sft``, ``orpo``) or RPO used it."""
     aux_loss: Tensor | None = None
@@ -103,8 +105,14 @@ class LossSettings:
         return self.rpo_alpha is not None or any(spec.needs_nll for spec in self.specs)
 
     @property
+    def rewards_per_token(self) -> bool:
+        """Rewards (and so margins and accuracies) per completion token: when every loss combined prefers by
+        mean log-prob; one summed loss in the mix keeps them summed."""
+        return all(spec.rewards_per_token for spec in self.specs)
+
+    @property
     def needs_lengths(self) -> bool:
-        return self.uses_nll or any(spec.needs_lengths for spec in self.specs)
+        return self.uses_nll or self.rewards_per_token or any(spec.needs_lengths for spec in self.specs)
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,8 @@ class LossSpec:
     """The loss sorts log-ratios across the batch, so per-pair weights (WPO) cannot apply."""
     needs_label_smoothing: bool = False
     """The loss is undefined at ``label_smoothing = 0``."""
+    rewards_per_token: bool = False
+    """The loss prefers by mean token log-prob, so its rewards are β·(log-ratio / completion tokens)."""
 
 
 LOSSES: dict[str, LossSpec] = {}
@@ -165,6 +175,7 @@ def register_loss(
     supports_f_divergence: bool = False,
     pairs_sorted: bool = False,
     needs_label_smoothing: bool = False,
+    rewards_per_token: bool = False,
 ):
     """Decorator: add ``fn(inputs: LossInputs) -> (B,) losses`` to the registry under ``name``."""
 
@@ -179,6 +190,7 @@ def register_loss(
             supports_f_divergence=supports_f_divergence,
             pairs_sorted=pairs_sorted,
             needs_label_smoothing=needs_label_smoothing,
+            rewards_per_token=rewards_per_token,
         )
         fn.loss_spec = LOSSES[name]  # so that the function also works as a dotted-path loss_type
         return fn
@@ -372,7 +384,7 @@ def sigmoid_norm_loss(x: LossInputs) -> Tensor:
     return -F.logsigmoid(x.settings.beta * (chosen - rejected))
 
 
-@register_loss("simpo", uses_reference=False, needs_lengths=True)
+@register_loss("simpo", uses_reference=False, needs_lengths=True, rewards_per_token=True)
 def simpo_loss(x: LossInputs) -> Tensor:
     """SimPO (Meng et al. 2024, arXiv 2405.14734, Eq. 6), reference-free:
     −log σ(β/|y_w|·log πθ(y_w|x) − β/|y_l|·log πθ(y_l|x) − γ), γ = ``simpo_gamma`` (absolute, not γ/β);
@@ -383,7 +395,7 @@ def simpo_loss(x: LossInputs) -> Tensor:
     )
 
 
-@register_loss("orpo", uses_reference=False, needs_lengths=True, needs_nll=True)
+@register_loss("orpo", uses_reference=False, needs_lengths=True, needs_nll=True, rewards_per_token=True)
 def orpo_loss(x: LossInputs) -> Tensor:
     """ORPO (Hong et al. 2024, arXiv 2403.07691, Eqs. 6-7), reference-free: L_SFT − λ·log σ(log odds_w −
     log odds_l), odds(y) = P/(1 − P) with P = exp(mean token log-prob), λ = ``beta`` (TRL's ORPOTrainer)."""
@@ -393,8 +405,18 @@ def orpo_loss(x: LossInputs) -> Tensor:
 
 
 def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 − eˣ) for x < 0, stable at both ends (Mächler 2012)."""
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """log(1 − eˣ) for x < 0, stable at both ends (Mächler 2012), with a finite gradient up to x → 0⁻.
+
+    Autograd differentiates both branches of a ``where``, and a branch evaluated outside its domain puts
+    inf · 0 = NaN into the gradient (at x = −1e-9 in fp32, eˣ rounds to 1 and log1p(−1) = −inf). So each
+    branch gets an input inside its own domain. x is kept below 0: a mean log-prob of exactly 0 (every
+    token certain), or rounding just above it, has no finite log(1 − eˣ).
+    """
+    x = x.clamp(max=-torch.finfo(x.dtype).tiny)
+    near_zero = x > -math.log(2)
+    small = torch.where(near_zero, x, -math.log(2))  # (−log 2, 0): 1 − eˣ = −expm1(x), exact for tiny x
+    large = torch.where(near_zero, -math.log(2), x)  # (−∞, −log 2]: 1 − eˣ ≥ ½
+    return torch.where(near_zero, torch.log(-torch.expm1(small)), torch.log1p(-torch.exp(large)))
 
 
 # -- the combined loss -----------------------------------------------------------------------------------
@@ -498,9 +520,12 @@ def preference_loss(
         losses = losses + weight * per_pair
     if settings.rpo_alpha is not None:
         losses = losses + settings.rpo_alpha * nll
+    chosen_rewards, rejected_rewards = chosen_logratios.detach(), rejected_logratios.detach()
+    if settings.rewards_per_token:
+        chosen_rewards, rejected_rewards = _per_token(inputs, chosen_rewards, rejected_rewards)
     return PreferenceLossOutput(
         losses=losses,
-        chosen_rewards=settings.beta * chosen_logratios.detach(),
-        rejected_rewards=settings.beta * rejected_logratios.detach(),
+        chosen_rewards=settings.beta * chosen_rewards,
+        rejected_rewards=settings.beta * rejected_rewards,
         nll_loss=nll.detach() if nll is not None else None,
     )

@@ -7,9 +7,22 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lightning_dpo.embedded import is_embedded, resolve_model
+from lightning_dpo.errors import UserError
+
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+"""Config fields that hold a model's longest sequence, by architecture (Llama, GPT-2, ...)."""
+
+
+class TokenizerError(UserError, ValueError):
+    """A tokenizer that DPO cannot use (no EOS token), named with what to do."""
+
+
+class SequenceTooLong(UserError, ValueError):
+    """Pairs longer than the model has positions for; the message names both lengths and the setting."""
+
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -50,10 +63,36 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Pre
         resolve_model(name_or_path), trust_remote_code=trust_remote_code, local_files_only=is_embedded(name_or_path)
     )
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"tokenizer {name_or_path!r} has no EOS token; DPO completions must end with one")
+        raise TokenizerError(
+            f"tokenizer {name_or_path!r} has no EOS token, and DPO completions must end with one: use a tokenizer "
+            "that has one (data.tokenizer_name_or_path), or add one (tokenizer.eos_token = ...; save_pretrained)"
+        )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model config allows (``max_position_embeddings``, ``n_positions``, ...), or None
+    when the config names no limit."""
+    config = getattr(config, "get_text_config", lambda: config)()  # multimodal configs nest the decoder's
+    for field in POSITION_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def source_max_positions(name_or_path: str, trust_remote_code: bool = False) -> int | None:
+    """:func:`max_positions` of a model source's ``config.json``, without loading weights; None when it has
+    no readable config."""
+    try:
+        config = AutoConfig.from_pretrained(
+            resolve_model(name_or_path), trust_remote_code=trust_remote_code, local_files_only=is_embedded(name_or_path)
+        )
+    except (OSError, ValueError):
+        return None
+    return max_positions(config)
 
 
 def disable_dropout(model: nn.Module) -> None:

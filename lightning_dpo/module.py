@@ -21,11 +21,19 @@ from lightning_dpo.embedded import DEFAULT_MODEL
 from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
 from lightning_dpo.losses import LossSettings, PreferenceLossOutput, preference_loss
 from lightning_dpo.metrics import PreferenceMetrics, Stat, pair_statistics, weighted_mean
-from lightning_dpo.models import apply_lora, enable_gradient_checkpointing, load_causal_lm, vocab_size
+from lightning_dpo.models import (
+    SequenceTooLong,
+    apply_lora,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    max_positions,
+    vocab_size,
+)
 from lightning_dpo.models import disable_dropout as _disable_dropout
 from lightning_dpo.namespace import pl, submodule
+from lightning_dpo.nonfinite import NonFiniteGuard, NonFiniteSettings
 from lightning_dpo.ops.moe import RouterSums, load_balancing_loss, moe_routing
-from lightning_dpo.optim import LinearWarmup, PaperRMSprop
+from lightning_dpo.optim import LinearWarmup, OptimizerInBackward, PaperRMSprop, check_in_backward
 from lightning_dpo.reference import Reference, ReferenceSettings, make_reference
 from lightning_dpo.settings import as_dict, as_settings, refuse_renamed
 from lightning_dpo.sharding import check_deepspeed_strategy, fully_shard_model, hf_deepspeed_zero3
@@ -34,6 +42,9 @@ _cli = submodule("cli")
 OptimizerCallable, LRSchedulerCallable = _cli.OptimizerCallable, _cli.LRSchedulerCallable
 
 Stage = Literal["train", "val", "test"]
+
+PROGRESS_BAR = ("loss", "rewards/margins", "rewards/accuracies")
+"""Metrics shown in the progress bar, for training and evaluation alike."""
 
 RENAMED_ARGUMENTS = {
     **{
@@ -77,6 +88,8 @@ class DPOModule(pl.LightningModule):
         reference: Where reference log-probs come from: mode, a separate reference model, TR-DPO, the
             precomputed cache (:class:`ReferenceSettings`).
         logps: How log-probs are computed: the fused LM head, packing, prompt sharing (:class:`LogpsOptions`).
+        nonfinite: What a training step does when a log-prob, the loss or a gradient is NaN or infinite: stop
+            with an error naming the step and the pairs, or skip the step (:class:`NonFiniteSettings`).
         lora: Train a LoRA adapter instead of all weights: ``peft.LoraConfig`` keys, e.g.
             ``{r: 16, lora_alpha: 32, lora_dropout: 0.0, target_modules: all-linear}`` (needs ``peft``).
         quantization: Load the base in k-bit for QLoRA: ``transformers.BitsAndBytesConfig`` keys, e.g.
@@ -94,6 +107,10 @@ class DPOModule(pl.LightningModule):
             RMSprop at learning rate 1e-6.
         lr_scheduler: Builds a per-step LR scheduler from the optimizer, or ``None``. Default: the paper's
             linear warmup over 150 steps.
+        optimizer_in_backward: Apply each parameter's optimizer step inside backward, as soon as its gradient
+            is complete, and free the gradient (torchtune's ``optimizer_in_bwd``): the model's gradients never
+            all exist at once. The same updates bit for bit; one device only, and refused with gradient
+            clipping, gradient accumulation and fp16 (``optim.OptimizerInBackward``).
     """
 
     @refuse_renamed(RENAMED_ARGUMENTS, "DPOModule")
@@ -103,6 +120,7 @@ class DPOModule(pl.LightningModule):
         loss: LossSettings = LossSettings(),
         reference: ReferenceSettings = ReferenceSettings(),
         logps: LogpsOptions = LogpsOptions(),
+        nonfinite: NonFiniteSettings = NonFiniteSettings(),
         lora: dict[str, Any] | None = None,
         quantization: dict[str, Any] | None = None,
         disable_dropout: bool = True,
@@ -113,14 +131,17 @@ class DPOModule(pl.LightningModule):
         compile: bool | dict[str, Any] = False,
         optimizer: OptimizerCallable = PaperRMSprop,
         lr_scheduler: LRSchedulerCallable | None = LinearWarmup,
+        optimizer_in_backward: bool = False,
     ) -> None:
         super().__init__()
         self.loss_settings = as_settings(LossSettings, loss, "DPOModule(loss=...)")
         self.reference_settings = as_settings(ReferenceSettings, reference, "DPOModule(reference=...)")
         self.logps_options = as_settings(LogpsOptions, logps, "DPOModule(logps=...)")
+        self.nonfinite_guard = NonFiniteGuard(as_settings(NonFiniteSettings, nonfinite, "DPOModule(nonfinite=...)"))
         # Only primitives go into checkpoints (they load with weights_only=True): the groups as plain dicts.
         # The injected callables stay out; the CLI's saved config.yaml keeps them.
-        loss, reference, logps = (as_dict(g) for g in (self.loss_settings, self.reference_settings, self.logps_options))
+        groups = (self.loss_settings, self.reference_settings, self.logps_options, self.nonfinite_guard.settings)
+        loss, reference, logps, nonfinite = (as_dict(g) for g in groups)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -219,6 +240,9 @@ class DPOModule(pl.LightningModule):
             routed = RouterSums(policy.router_assignments, policy.router_probabilities, policy.router_rows)
             aux = load_balancing_loss(routed, num_experts=self._router[0])
             out = out._replace(losses=out.losses + self._router_coef * aux, aux_loss=aux.detach())
+        if self._trainer is not None and self.trainer.training:  # decided at the optimizer step (nonfinite.py)
+            ref_logps = reference.logps if reference is not None else None
+            self.nonfinite_guard.observe(policy.logps, ref_logps, out.losses, batch.get("pair_index"))
         stats = pair_statistics(out, chosen, rejected)
         if policy.computed_tokens is not None:  # a packed batch: what packing saved against padding
             stats["tokens_saved"] = _tokens_saved(policy.computed_tokens, batch["input_ids"].shape[1])
@@ -228,15 +252,28 @@ class DPOModule(pl.LightningModule):
         loss, stats = self.dpo_step(batch)
         batch_size = stats["loss"].values.shape[0]
         # Tensors, not floats: Lightning reduces them without a host sync per metric.
-        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=batch_size)
-        self.log_dict(
-            {f"train/{name}": weighted_mean(stat) for name, stat in stats.items() if name != "loss"},
-            on_step=True,
-            on_epoch=False,
-            batch_size=batch_size,
-        )
+        values = {
+            "loss": loss.detach(),
+            **{name: weighted_mean(stat) for name, stat in stats.items() if name != "loss"},
+        }
+        for name, value in values.items():
+            self.log(
+                f"train/{name}",
+                value,
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size,
+                prog_bar=name in PROGRESS_BAR,
+            )
+        if (lr := self._learning_rate()) is not None:  # TRL's `learning_rate`; no LearningRateMonitor needed
+            self.log("train/learning_rate", lr, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/num_tokens", self._count_tokens(batch), on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": loss, "margins": stats["rewards/margins"].values}
+
+    def _learning_rate(self) -> float | None:
+        """The learning rate this step uses: the first optimizer's first parameter group (as TRL logs it)."""
+        optimizers = self.trainer.optimizers
+        return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
 
     def _count_tokens(self, batch: dict[str, Tensor]) -> Tensor:
         """Cumulative training tokens over all ranks, counted as TRL counts them: the attention mask's ones.
@@ -264,7 +301,7 @@ class DPOModule(pl.LightningModule):
                 on_step=False,
                 on_epoch=True,
                 batch_size=batch_size,
-                prog_bar=name in ("loss", "rewards/accuracies"),
+                prog_bar=name in PROGRESS_BAR,
             )
         return {"loss": loss, "margins": stats["rewards/margins"].values}
 
@@ -278,7 +315,11 @@ class DPOModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         # The reference is frozen (requires_grad=False), so only policy parameters reach the optimizer.
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        if self.hparams.optimizer_in_backward:
+            check_in_backward(self.trainer)
+            optimizer = OptimizerInBackward(params, self.optimizer_factory)
+        else:
+            optimizer = self.optimizer_factory(params)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -290,6 +331,7 @@ class DPOModule(pl.LightningModule):
         strategy = self._trainer.strategy if self._trainer is not None else None
         if type(strategy).__name__ == "DeepSpeedStrategy":  # by name: deepspeed is not imported unless used
             check_deepspeed_strategy(strategy)  # the frozen reference stays out of its checkpoints
+        self.nonfinite_guard.check_strategy(strategy)
         # The frozen reference is in eval mode on purpose; Lightning warns about any eval-mode module at
         # the start of fit. Silence exactly that message, and only when we hold a reference model.
         if self.reference.name != "none":
@@ -301,15 +343,21 @@ class DPOModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._check_tokenizer_fits()
+        self._check_positions_fit()
         self.reference.before_fit(self.trainer, self.policy, self.logps_options, self.loss_settings.ld_alpha)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.nonfinite_guard.decide(self.trainer, self, optimizer)  # raise, skip the step, or let it go
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["reference_state"] = self.reference.state_for_checkpoint()
         checkpoint["num_tokens"] = int(self._num_tokens)
+        checkpoint["nonfinite_state"] = self.nonfinite_guard.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.reference.load_checkpoint_state(checkpoint.get("reference_state", {}))
         self._num_tokens = int(checkpoint.get("num_tokens", 0))
+        self.nonfinite_guard.load_state_dict(checkpoint.get("nonfinite_state", {}))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.trainer.global_step  # optimizer steps; several batches share one under accumulation
@@ -317,6 +365,17 @@ class DPOModule(pl.LightningModule):
         if settings.sync and step % settings.sync_steps == 0 and step != self._last_sync_step:
             self._last_sync_step = step
             self.reference.sync(self.policy, settings.mixup_alpha)
+
+    def _check_positions_fit(self) -> None:
+        """Refuse, before any step, pairs longer than the policy has positions for (``PreferenceDataModule``
+        cuts them when it knows the model; a data module set up on its own does not)."""
+        limit = max_positions(self.policy.config) if hasattr(self.policy, "config") else None
+        longest = _longest_pair(self.trainer.datamodule) if self.trainer.datamodule is not None else None
+        if limit is not None and longest is not None and longest > limit:
+            raise SequenceTooLong(
+                f"the data has pairs of {longest} tokens but the model {self.hparams.model_name_or_path!r} has "
+                f"{limit} positions (max_position_embeddings): set data.max_length to {limit} or less"
+            )
 
     def _check_tokenizer_fits(self) -> None:
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None) if self.trainer.datamodule else None
@@ -342,6 +401,11 @@ def _router_loss(policy: nn.Module, coef: float | None) -> tuple[tuple[int, int]
     config = policy.get_base_model().config if hasattr(policy, "get_base_model") else policy.config
     coef = float(getattr(config, "router_aux_loss_coef", 0.0) if coef is None else coef)
     return (routing if coef else None), coef
+
+
+def _longest_pair(datamodule: Any) -> int | None:
+    longest = getattr(datamodule, "longest_pair", None)
+    return longest() if longest is not None else None
 
 
 def pair_loss(

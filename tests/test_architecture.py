@@ -16,10 +16,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lightning_dpo"
 LIGHTNING = ("pytorch_lightning", "lightning")
 
 LAYERS = [
-    {"settings", "storage", "embedded", "namespace"},  # foundations: no maths, no models
+    {"settings", "storage", "errors", "embedded", "namespace"},  # foundations: no maths, no models
     {"ops"},  # fast paths: fused head, packing, attention spans
-    {"logps", "losses", "optim"},  # the maths, as pure functions
-    {"models", "sharding", "metrics"},  # loading models, strategies' helpers, metric reduction
+    {"logps", "losses", "optim", "plan"},  # the maths, as pure functions; the cost model
+    {"models", "sharding", "metrics", "nonfinite"},  # loading models, strategies' helpers, metrics, NaN guard
     {"data"},  # the data pipeline and its LightningDataModule
     {"evaluation"},  # the evaluation library: sampling, KL, rewards, judges
     {"reference"},  # reference strategies
@@ -33,7 +33,7 @@ LAYERS = [
 ]
 """Bottom to top: a component imports only components of lower layers (and itself)."""
 
-NO_LIGHTNING = ("ops", "logps", "losses", "settings")
+NO_LIGHTNING = ("ops", "logps", "losses", "settings", "plan")
 """Components that must not import Lightning, directly or through anything they import."""
 
 

@@ -149,8 +149,9 @@ def test_values_and_gradients_match_the_paper(loss_type):
         a = torch.zeros(B, dtype=torch.float64) if a is None else a
         b = torch.zeros(B, dtype=torch.float64) if b is None else b
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
-    # Rewards are the same whatever the loss: β × summed log-ratio, detached.
-    assert torch.allclose(out.chosen_rewards, BETA * (pw - (0 if reference_free else rw)).detach())
+    # Rewards: β × summed log-ratio, detached; per completion token for losses that prefer by the mean.
+    per_token = nw.double() if get_loss_spec(loss_type).rewards_per_token else 1.0
+    assert torch.allclose(out.chosen_rewards, BETA * (pw - (0 if reference_free else rw)).detach() / per_token)
     assert not out.chosen_rewards.requires_grad
 
 
@@ -274,13 +275,39 @@ def test_dotted_path_loss_type():
         get_loss_spec("no_such_package.some_loss")
 
 
-def test_orpo_is_finite_for_near_certain_completions():
-    pw = torch.tensor([-1e-9, -50.0], dtype=torch.float64, requires_grad=True)
-    pl = torch.tensor([-3.0, -1e-12], dtype=torch.float64, requires_grad=True)
-    ones = torch.ones(2, dtype=torch.long)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_orpo_is_finite_for_near_certain_completions(dtype):
+    # Mean log-probs near 0: −1e-9 (e^x rounds to 1 in fp32), exactly 0, and a rounding error above 0.
+    pw = torch.tensor([-1e-9, -50.0, 0.0, 1e-7], dtype=dtype, requires_grad=True)
+    pl = torch.tensor([-3.0, -1e-12, -1e-9, -2.0], dtype=dtype, requires_grad=True)
+    ones = torch.ones(4, dtype=torch.long)
     out = preference_loss(pw, pl, None, None, LossSettings(type="orpo"), chosen_lengths=ones, rejected_lengths=ones)
     out.losses.sum().backward()
-    assert torch.isfinite(out.losses).all() and torch.isfinite(pw.grad).all()
+    assert torch.isfinite(out.losses).all() and torch.isfinite(pw.grad).all() and torch.isfinite(pl.grad).all()
+
+
+def test_log1mexp_is_exact_with_a_finite_gradient_up_to_zero():
+    from lightning_dpo.losses import _log1mexp
+
+    x = torch.tensor([-1e-9, -1e-4, -0.69, -0.7, -5.0, -80.0], requires_grad=True)  # fp32
+    y = _log1mexp(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    exact = torch.log(-torch.expm1(x.detach().double()))
+    torch.testing.assert_close(y.double(), exact, rtol=1e-6, atol=1e-30)
+    exact_grad = torch.exp(x.detach().double()) / torch.expm1(x.detach().double())  # d/dx log(1 − eˣ)
+    torch.testing.assert_close(grad.double(), exact_grad, rtol=1e-5, atol=1e-30)
+
+
+def test_reference_free_rewards_agree_with_the_loss_s_preference():
+    """Chosen −20 over 40 tokens vs rejected −10 over 10: SimPO and ORPO prefer the chosen (mean −0.5 > −1),
+    so its reward is higher and the pair counts as accurate; DPO-style summed rewards would say the opposite."""
+    pw, pl = torch.tensor([-20.0]), torch.tensor([-10.0])
+    lengths = dict(chosen_lengths=torch.tensor([40]), rejected_lengths=torch.tensor([10]))
+    for name in ("simpo", "orpo"):
+        out = preference_loss(pw, pl, None, None, LossSettings(type=name, beta=0.5), **lengths)
+        assert out.chosen_rewards.item() == pytest.approx(0.5 * -0.5) and out.rejected_rewards.item() == -0.5
+    summed = preference_loss(pw, pl, None, None, LossSettings(type=["simpo", "sigmoid"]), **lengths)
+    assert summed.chosen_rewards.item() == pytest.approx(0.1 * -20)  # a summed loss in the mix keeps sums
 
 
 # -- a short fit from YAML per loss type --------------------------------------------------------------------

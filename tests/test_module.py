@@ -57,6 +57,9 @@ def test_fit_trains_policy_only_and_checkpoint_excludes_reference(tmp_path, tiny
     trainer.fit(module, make_data())
 
     assert trainer.callbacks[0].loss == pytest.approx(math.log(2), abs=1e-6)
+    shown = {"train/loss", "train/rewards/margins", "train/rewards/accuracies"}  # the progress bar
+    assert shown <= set(trainer.progress_bar_metrics)
+    assert trainer.callback_metrics["train/learning_rate"].item() == pytest.approx(1e-2)  # no LR monitor needed
     policy_after = module.policy.state_dict()
     assert any(not torch.equal(policy_before[k], policy_after[k]) for k in policy_before)
     reference_after = module.reference.model.state_dict()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor, nn
 
+from lightning_dpo import storage
 from lightning_dpo.callbacks.model_card import HubSettings, model_card, push_to_hub
 from lightning_dpo.models import is_peft_model
 from lightning_dpo.namespace import pl, submodule
@@ -18,7 +21,9 @@ from lightning_dpo.sharding import full_policy_state_dict
 class HFExportCallback(pl.Callback):
     """Writes ``policy.save_pretrained`` and the data module's tokenizer into ``<log_dir>/<dirname>`` at the
     end of ``fit``, and, with ``every_n_train_steps``, into ``<log_dir>/<dirname>/step-<N>`` during it.
-    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result.
+    ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained`` load the result. Each
+    export is written to a hidden folder beside its target and renamed into place (:func:`publish_export`),
+    so a crash mid-export never leaves a half-written model.
 
     Every export gets a ``README.md`` model card in the Hub's format (:mod:`lightning_dpo.callbacks.model_card`):
     front matter, the recipe, the final validation metrics and the config that reproduces it.
@@ -75,18 +80,51 @@ class HFExportCallback(pl.Callback):
         state = full_policy_state_dict(pl_module.policy, trainer.strategy.model)
         log_dir = trainer.log_dir  # a collective under DDP: read on every rank
         if trainer.is_global_zero:
-            save_policy(pl_module.policy, path, self.merge_adapter, state_dict=state)
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
-            if tokenizer is not None:
-                tokenizer.save_pretrained(path)
+
+            def write(folder: str) -> None:
+                save_policy(pl_module.policy, folder, self.merge_adapter, state_dict=state)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(folder)
+                (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+
             adapter = is_peft_model(pl_module.policy) and not self.merge_adapter
             card = model_card(trainer, pl_module, log_dir, adapter=adapter)
-            (Path(path) / "README.md").write_text(card, encoding="utf-8")
+            publish_export(path, write)
             submodule("utilities").rank_zero_info(
                 f"exported the policy{' and tokenizer' if tokenizer else ''} to {path}"
             )
         self.last_export = path
         trainer.strategy.barrier()
+
+
+def publish_export(path: str, write: Callable[[str], None]) -> None:
+    """Run ``write(folder)`` on a hidden staging folder beside ``path``, then rename it to ``path``: a crash
+    mid-export leaves the previous export, or none, never a folder that ``from_pretrained`` half-loads.
+
+    Replacing an existing export (the end-of-fit export goes into the folder that holds the ``step-N``
+    exports): the old folder is renamed aside, the new one renamed into place, and the old one's ``step-*``
+    folders moved into it before the old one is deleted. A crash between those renames leaves a complete
+    export (or the complete staging folder) and the step exports in the hidden old folder: nothing is lost.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = storage.staging_path(final)
+    try:
+        write(str(staging))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # only this export's partial files
+        raise
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    old = storage.staging_path(final, "old")
+    os.rename(final, old)
+    os.rename(staging, final)
+    for child in sorted(old.iterdir()):
+        if child.is_dir() and child.name.startswith("step-") and not (final / child.name).exists():
+            os.rename(child, final / child.name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_policy(

@@ -24,4 +24,5 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command("lightning_dpo.commands.evaluate:main", "the reward-KL frontier and win rates of models"),
     "generate": Command("lightning_dpo.commands.generate:main", "preference pairs from a model's own samples, scored"),
     "plot": Command("lightning_dpo.commands.plot:main", "a run's logged metrics as one PNG"),
+    "plan": Command("lightning_dpo.commands.plan:main", "will it fit? peak memory per device and FLOPs per step"),
 }

@@ -39,6 +39,14 @@ class DPOCLI(submodule("cli").LightningCLI):
             **kwargs,
         )
 
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """``--ckpt_path`` loads with ``weights_only=True`` unless ``--weights_only false`` says otherwise: a
+        checkpoint that carries pickled code is refused, whatever torch's own default (False before 2.6)."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments[subcommand] and kwargs.get("weights_only") is None:
+            kwargs["weights_only"] = True
+        return kwargs
+
 
 def fit(argv: list[str]) -> int:
     return run("fit", argv)

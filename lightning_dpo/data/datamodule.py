@@ -7,6 +7,7 @@ train_dataloader               StatefulDataLoader + PairSampler (seeded, sharded
 
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from lightning_dpo.data.pipeline import SplitSource, build_split, first_bad_reco
 from lightning_dpo.data.report import flatten_report, marked_example, skipped_warning, split_report
 from lightning_dpo.data.sampler import PairSampler
 from lightning_dpo.data.sources import (
+    MAX_RECORD_CHARS,
     VALIDATION_SPLIT_NAMES,
     DataSource,
     as_sources,
@@ -35,9 +37,10 @@ from lightning_dpo.data.sources import (
     read_splits,
 )
 from lightning_dpo.data.templates import resolve_chat_template
-from lightning_dpo.data.truncation import TRUNCATION_MODES, TokenSettings, TruncationMode
+from lightning_dpo.data.truncation import TokenSettings, TruncationMode
 from lightning_dpo.embedded import DEFAULT_DATASET
-from lightning_dpo.models import load_tokenizer
+from lightning_dpo.errors import UserError
+from lightning_dpo.models import load_tokenizer, source_max_positions
 from lightning_dpo.namespace import pl, submodule
 from lightning_dpo.storage import default_cache_dir
 
@@ -68,9 +71,12 @@ class PreferenceDataModule(pl.LightningDataModule):
         val_dataset: A separate source (or list of sources) for validation: its ``val_split``, or its only split.
         val_size: Pairs carved out of train for validation when no split is given: a fraction (< 1) or a count.
         tokenizer_name_or_path: The tokenizer. ``None``: the model's (``model.model_name_or_path``).
-        max_length: Maximum tokens of prompt + completion; longer completions are cut at their end.
-        max_prompt_length: Maximum prompt tokens with ``truncation_mode=keep_end``; longer prompts keep their
-            last tokens (and BOS).
+        max_length: Maximum tokens of prompt + completion. A pair that fits is never cut; one that does not is
+            cut as ``truncation_mode`` says.
+        max_prompt_length: With ``truncation_mode=keep_end``, the prompt tokens a pair that does not fit keeps
+            before its completions are cut: a long prompt first loses tokens from its start (after BOS), only as
+            many as the pair needs, down to this floor; then the completion's end goes. ``None``: half of
+            ``max_length``.
         batch_size: Preference pairs per device per step (each pair is two sequences).
         val_batch_size: Pairs per device per validation step. ``None``: ``batch_size``.
         num_workers: DataLoader worker processes.
@@ -83,17 +89,22 @@ class PreferenceDataModule(pl.LightningDataModule):
             the text itself in front of text prompts.
         chat_template: A Jinja chat template (or a file with one) for conversational records, instead of the
             tokenizer's own. It is also saved with the exported tokenizer.
-        truncation_mode: ``keep_end``: the prompt keeps its last ``max_prompt_length`` tokens, then a completion
-            that still overflows ``max_length`` loses its end. ``keep_start`` (TRL's default): prompt +
-            completion loses its end past ``max_length``.
-        strict: Stop at the first bad record (invalid JSON, missing/None or non-string field, empty completion,
-            chosen identical to rejected, exact duplicate, ...) with an error naming source, record and field.
-            ``False``: skip bad records, count them by reason and warn.
+        truncation_mode: ``keep_end``: a pair longer than ``max_length`` cuts its prompt's start (down to
+            ``max_prompt_length``), then its completion's end. ``keep_start`` (TRL's default): prompt +
+            completion loses its end past ``max_length`` (a prompt that fills it leaves the pair unusable).
+        strict: Stop at the first bad record (invalid JSON, missing/None or non-string field, both completions
+            empty, chosen identical to rejected, exact duplicate, ...) with an error naming source, record and
+            field; and at a record with one empty completion, which is otherwise kept (an EOS-only completion:
+            saying nothing can be the preferred answer) and counted in the data report. ``False``: skip bad
+            records, count them by reason and warn.
         group_by_length: Batch training pairs of similar length together (seeded, shuffled batches) to cut
             padding. ``False``: plain seeded shuffling.
         cache_dir: Where tokenised splits are cached, keyed by the data and every setting that changes tokens.
             ``None``: ``$LIGHTNING_DPO_CACHE``, else ``~/.cache/lightning_dpo``.
         num_proc: Processes that tokenise. ``None``: one per 10,000 records, up to the CPU count.
+        max_record_chars: A record larger than this (its JSON line in bytes, or the characters of its texts) is
+            skipped and counted as ``too_large`` (or stops a ``strict`` run) instead of being tokenised whole:
+            one 50 MB record took 3 minutes and 16 GB to tokenise. ``None``: no limit.
     """
 
     def __init__(
@@ -106,7 +117,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         val_size: float = 0.05,
         tokenizer_name_or_path: str | None = None,
         max_length: int = 512,
-        max_prompt_length: int | None = 256,
+        max_prompt_length: int | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -121,15 +132,10 @@ class PreferenceDataModule(pl.LightningDataModule):
         group_by_length: bool = False,
         cache_dir: str | None = None,
         num_proc: int | None = None,
+        max_record_chars: int | None = MAX_RECORD_CHARS,
     ) -> None:
         super().__init__()
-        if truncation_mode not in TRUNCATION_MODES:
-            raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
-        if truncation_mode == "keep_end" and max_prompt_length is not None and max_prompt_length >= max_length:
-            raise ValueError(
-                f"max_prompt_length ({max_prompt_length}) must be smaller than max_length ({max_length}) "
-                "to leave room for completion tokens"
-            )
+        TokenSettings(max_length, max_prompt_length, truncation_mode)  # refuses bad lengths before any work
         check_columns(columns)
         for source in as_sources(dataset) + (as_sources(val_dataset) if val_dataset is not None else []):
             check_columns(source.columns)
@@ -213,11 +219,13 @@ class PreferenceDataModule(pl.LightningDataModule):
         template = resolve_chat_template(hp.chat_template)
         if template is not None:
             self.tokenizer.chat_template = template  # so that an exported tokenizer carries it
-        settings = TokenSettings(hp.max_length, hp.max_prompt_length, hp.truncation_mode, template)
+        max_length, max_prompt_length = self._fit_to_model(hp.max_length, hp.max_prompt_length)
+        settings = TokenSettings(max_length, max_prompt_length, hp.truncation_mode, template)
         common = {
             "tokenizer": cache.tokenizer_fingerprint(self.tokenizer),
             "settings": asdict(settings),
             "system_prompt": hp.system_prompt,
+            "max_record_chars": hp.max_record_chars,
         }
         self._settings = settings
         plans = {}
@@ -233,25 +241,55 @@ class PreferenceDataModule(pl.LightningDataModule):
         """The split's tokens and tally: from memory, from the disk cache, or built now (and cached)."""
         hp = self.hparams
         cache_dir = hp.cache_dir or default_cache_dir()
-        found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key)
+        found = self._memory.get(plan.key) or cache.load(cache_dir, plan.key, discard_corrupt=write)
         if found is None:
-            data, tally = build_split(
-                plan.sources,
-                self.tokenizer,
-                self._settings,
-                system_prompt=hp.system_prompt,
-                strict=hp.strict,
-                num_proc=hp.num_proc,
-                fingerprint=plan.key,
-                desc=f"tokenizing {plan.sources[0].name}",
-            )
-            found = (data, tally)
-            if write and len(data) and cache.save(cache_dir, plan.key, data, tally, plan.parts):
-                found = cache.load(cache_dir, plan.key)  # memory-mapped, as every other rank sees it
-        elif hp.strict and (error := first_bad_record(found[1])) is not None:
+            # Another process building the same key (a second run on this cache) holds the lock: wait, then
+            # load its entry instead of tokenising again.
+            with cache.lock(cache_dir, plan.key) if write else contextlib.nullcontext():
+                found = cache.load(cache_dir, plan.key, discard_corrupt=write) if write else None
+                if found is None:
+                    data, tally = build_split(
+                        plan.sources,
+                        self.tokenizer,
+                        self._settings,
+                        system_prompt=hp.system_prompt,
+                        strict=hp.strict,
+                        num_proc=hp.num_proc,
+                        fingerprint=plan.key,
+                        desc=f"tokenizing {plan.sources[0].name}",
+                    )
+                    found = (data, tally)
+                    if write and len(data) and cache.save(cache_dir, plan.key, data, tally, plan.parts):
+                        found = cache.load(cache_dir, plan.key) or found  # memory-mapped, as other ranks see it
+        if hp.strict and (error := first_bad_record(found[1])) is not None:
             raise error  # the cache was made without strict and skipped this record
         self._memory[plan.key] = found
         return found
+
+    def _fit_to_model(self, max_length: int, max_prompt_length: int | None) -> tuple[int, int | None]:
+        """``max_length`` cut to the attached model's positions (``max_position_embeddings``), with a warning: a
+        longer sequence would fail deep in the model (an index error for learned positions) or silently
+        extrapolate (rotary ones). ``max_prompt_length`` comes down with it when it would no longer fit."""
+        source = self._model_source()
+        limit = source_max_positions(source) if source is not None else None
+        if limit is None or max_length <= limit:
+            return max_length, max_prompt_length
+        if max_prompt_length is not None and max_prompt_length >= limit:
+            max_prompt_length = limit // 2
+        _utilities.rank_zero_warn(
+            f"data.max_length={max_length} is longer than the {limit} positions of the model {source!r} "
+            f"(its config's max_position_embeddings): pairs are cut to {limit} tokens"
+            + (f", prompts to {max_prompt_length}" if max_prompt_length != self.hparams.max_prompt_length else "")
+        )
+        return limit, max_prompt_length
+
+    def _model_source(self) -> str | None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(module, "hparams", {}).get("model_name_or_path")
+
+    def longest_pair(self) -> int:
+        """Tokens in the longest sequence of any batch (prompt + the longer completion), over both splits."""
+        return max(int(column(data, "length").max()) for data in (self.train_data, self.val_data) if len(data))
 
     def _tokenizer_source(self) -> str:
         if self.hparams.tokenizer_name_or_path is not None:
@@ -270,7 +308,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         hp = self.hparams
         train, val = [], []
         for spec in as_sources(hp.dataset):
-            splits = read_splits(spec.path, spec.config or hp.dataset_config)
+            splits = read_splits(spec.path, spec.config or hp.dataset_config, hp.max_record_chars)
             name = spec.split or hp.train_split
             train.append(_split_source(spec, name, _pick(splits, name, spec.path), hp.columns))
             if hp.val_dataset is None:
@@ -278,7 +316,7 @@ class PreferenceDataModule(pl.LightningDataModule):
                 if found is not None:
                     val.append(_split_source(spec, found, _pick(splits, found, spec.path), hp.columns, weight=1.0))
         for spec in as_sources(hp.val_dataset) if hp.val_dataset is not None else []:
-            splits = read_splits(spec.path, spec.config or hp.dataset_config)
+            splits = read_splits(spec.path, spec.config or hp.dataset_config, hp.max_record_chars)
             name = spec.split or hp.val_split
             if name is None:
                 name = next(iter(splits)) if len(splits) == 1 else _find_validation(splits)
@@ -361,6 +399,15 @@ class PreferenceDataModule(pl.LightningDataModule):
         """A hash of every pair's tokens, train then validation (see ``tokens_fingerprint``)."""
         return tokens_fingerprint(self.train_data, self.val_data)
 
+    def pair_locations(self, pair_indices: list[int]) -> list[str]:
+        """Where each pair came from (``data/train.jsonl:12``, ``org/set[train] row 7``), by ``pair_index``:
+        what errors about a batch (a non-finite loss) name."""
+        n_train, found = len(self.train_data), []
+        for i in pair_indices:
+            split, row = (self.train_data, i) if i < n_train else (self.val_data, i - n_train)
+            found.append(split[row]["location"] if 0 <= row < len(split) else f"pair_index {i}")
+        return found
+
     def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Batches of this rank's share of all pairs (every ``world_size``-th, from ``rank``), in order.
 
@@ -380,10 +427,14 @@ def _primitive(dataset: Any) -> Any:
     return [s.to_dict() for s in as_sources(dataset)]
 
 
+class NoUsablePairs(UserError, ValueError):
+    """A split with no pair left to train or validate on; the message says what was dropped and why."""
+
+
 def _require_pairs(split: str, dataset: Any, data: datasets.Dataset, tally: dict[str, Any]) -> None:
     if len(data) == 0:
         why = skipped_warning(split, tally) or f"{split}: {tally.get('read', 0)} records"
-        raise ValueError(f"the {split} split of {describe_dataset(dataset)} has no usable pairs. {why}")
+        raise NoUsablePairs(f"the {split} split of {describe_dataset(dataset)} has no usable pairs. {why}")
 
 
 def _split_source(

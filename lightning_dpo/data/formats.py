@@ -18,8 +18,10 @@ Options: ``columns`` renames roles (``{"prompt": "question", "chosen": "good", "
 data's column names by role), and ``system_prompt`` goes in front of every prompt: as a system message
 (unless the conversation already starts with one), or verbatim in front of a text prompt.
 
-A record that cannot be trained on raises :class:`PreferenceDataError` naming the record, the data's
-field, and a ``kind`` from :data:`~lightning_dpo.data.sources.BAD_RECORD_KINDS`.
+A completion that says nothing (empty or blank) is kept: the preferred answer can be to say nothing
+(HH-RLHF has such pairs), and its tokens are then the EOS alone. A pair empty on both sides, or identical on
+both sides, expresses no preference. A record that cannot be trained on raises :class:`PreferenceDataError`
+naming the record, the data's field, and a ``kind`` from :data:`~lightning_dpo.data.sources.BAD_RECORD_KINDS`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import Any, NamedTuple
 from lightning_dpo.data.sources import InvalidJSON, PreferenceDataError
 
 ASSISTANT_MARKER = "\n\nAssistant:"
+BOTH_EMPTY = "both completions are empty: the pair expresses no preference"
+NO_MESSAGE = "the completion is empty: no message follows the prompt (an empty reply would be a message)"
 ROLES = ("prompt", "chosen", "rejected")
 
 Message = dict[str, Any]
@@ -112,7 +116,7 @@ def to_example(
 ) -> Example:
     """Validate one raw row and return its example; raise :class:`PreferenceDataError` naming the record."""
     if isinstance(row, InvalidJSON):
-        raise PreferenceDataError(location, None, row.message, kind="invalid_json")
+        raise PreferenceDataError(location, None, row.message, kind=row.kind)
     if not isinstance(row, Mapping):
         raise PreferenceDataError(
             location,
@@ -127,6 +131,17 @@ def to_example(
     if isinstance(row[names["chosen"]], list) or isinstance(row[names["rejected"]], list):
         return _chat_example(row, location, names, system_prompt)
     return _text_example(row, location, names, system_prompt)
+
+
+def empty_sides(example: Example) -> list[str]:
+    """The roles (``chosen``, ``rejected``) whose completion says nothing: an empty string, or messages whose
+    content is blank. Such a completion is kept, as its EOS alone (text) or the template's empty reply."""
+    sides = []
+    for role in ("chosen", "rejected"):
+        value = getattr(example, role)
+        if (not value.strip()) if isinstance(value, str) else not any(m["content"].strip() for m in value):
+            sides.append(role)
+    return sides
 
 
 def example_key(example: Example) -> Any:
@@ -145,9 +160,10 @@ def _text_example(row: Mapping, location: str, names: dict[str, str], system_pro
         example = PreferenceExample(prompt, row[names["chosen"]], row[names["rejected"]])
     if not example.prompt.strip():
         raise PreferenceDataError(location, names["prompt"], "the prompt is empty", kind="empty_prompt")
-    for role in ("chosen", "rejected"):
-        if not getattr(example, role).strip():
-            raise PreferenceDataError(location, names[role], "the completion is empty", kind="empty_completion")
+    # A blank answer is the empty answer: its tokens are the EOS alone.
+    example = example._replace(**{role: "" for role in ("chosen", "rejected") if not getattr(example, role).strip()})
+    if not example.chosen and not example.rejected:
+        raise PreferenceDataError(location, names["chosen"], BOTH_EMPTY, kind="empty_completion")
     if example.chosen == example.rejected:
         raise PreferenceDataError(
             location, names["rejected"], "identical to chosen: the pair expresses no preference", kind="identical"
@@ -162,7 +178,7 @@ def _chat_example(row: Mapping, location: str, names: dict[str, str], system_pro
     rejected = _messages(row[names["rejected"]], location, names["rejected"])
     for role, messages in (("chosen", chosen), ("rejected", rejected)):
         if not messages:
-            raise PreferenceDataError(location, names[role], "the completion is empty", kind="empty_completion")
+            raise PreferenceDataError(location, names[role], NO_MESSAGE, kind="empty_completion")
     prompt_value = row.get(names["prompt"])
     if isinstance(prompt_value, list):
         prompt = _messages(prompt_value, location, names["prompt"])
@@ -188,8 +204,10 @@ def _chat_example(row: Mapping, location: str, names: dict[str, str], system_pro
             kind="empty_prompt",
         )
     for role, messages in (("chosen", chosen), ("rejected", rejected)):
-        if not messages or not any(m["content"].strip() for m in messages):
-            raise PreferenceDataError(location, names[role], "the completion is empty", kind="empty_completion")
+        if not messages:
+            raise PreferenceDataError(location, names[role], NO_MESSAGE, kind="empty_completion")
+    if not any(m["content"].strip() for m in chosen) and not any(m["content"].strip() for m in rejected):
+        raise PreferenceDataError(location, names["chosen"], BOTH_EMPTY, kind="empty_completion")
     for role, messages in (("chosen", chosen), ("rejected", rejected)):
         if messages[0]["role"] != "assistant":
             raise PreferenceDataError(

@@ -4,9 +4,11 @@
             --drop--> pairs with >= 1 completion token on each side
 
 A bad record (``BAD_RECORD_KINDS``) is skipped and counted; with ``strict`` the first one raises
-:class:`PreferenceDataError`. A pair that truncation leaves without a completion token on a side is
-dropped and counted as ``no_completion_tokens`` (never raised: it is a length setting, not bad data).
-The tally is a plain dict, stored beside the cached tokens, so a cached run reports the same counts.
+:class:`PreferenceDataError`. A record with one empty completion is kept (its tokens are the EOS alone)
+and counted in ``empty_completions``; ``strict`` refuses it too. A pair that truncation leaves without a
+completion token on a side is dropped and counted as ``no_completion_tokens`` (never raised: it is a
+length setting, not bad data). The tally is a plain dict, stored beside the cached tokens, so a cached run
+reports the same counts (and a strict run over a cache made without ``strict`` raises the same error).
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.arrow import column
-from lightning_dpo.data.formats import ROLES, example_from_columns, example_key, example_to_columns, to_example
+from lightning_dpo.data.formats import (
+    ROLES,
+    empty_sides,
+    example_from_columns,
+    example_key,
+    example_to_columns,
+    to_example,
+)
 from lightning_dpo.data.sources import BAD_RECORD_KINDS, PreferenceDataError, Row
-from lightning_dpo.data.templates import TemplateProblem, require_template
+from lightning_dpo.data.templates import require_template
 from lightning_dpo.data.tokenize import tokenize_examples
-from lightning_dpo.data.truncation import TokenSettings
+from lightning_dpo.data.truncation import EncodingProblem, TokenSettings
 
 NO_COMPLETION = "no_completion_tokens"
 FIRST_PER_KIND = 5  # dropped records remembered per reason, for messages
@@ -66,17 +75,39 @@ class SplitSource:
 
 
 class Tally:
-    """Records read and dropped, by reason, with the first few dropped of each reason."""
+    """Records read and dropped, by reason, with the first few dropped of each reason; records kept with an
+    empty completion, by side, with the first few of them.
+
+    An entry found while reading rows carries ``index``, the record's place in the split's reading order, so
+    that :func:`first_bad_record` can tell which one a strict run meets first.
+    """
 
     def __init__(self) -> None:
         self.read = 0
         self.dropped: Counter[str] = Counter()
         self.first: list[dict[str, Any]] = []
+        self.empty: Counter[str] = Counter()
+        self.first_empty: list[dict[str, Any]] = []
 
-    def drop(self, kind: str, location: str, field: str | None, message: str) -> None:
+    def drop(self, kind: str, location: str, field: str | None, message: str, index: int | None = None) -> None:
         self.dropped[kind] += 1
         if self.dropped[kind] <= FIRST_PER_KIND:
-            self.first.append({"kind": kind, "location": location, "field": field, "message": message})
+            entry = {"kind": kind, "location": location, "field": field, "message": message}
+            self.first.append(entry if index is None else {**entry, "index": index})
+
+    def keep_empty(self, sides: list[str], location: str, field: str, index: int) -> None:
+        for side in sides:
+            self.empty[side] += 1
+        if len(self.first_empty) < FIRST_PER_KIND:
+            self.first_empty.append(
+                {
+                    "kind": "empty_completion",
+                    "location": location,
+                    "field": field,
+                    "message": EMPTY_KEPT,
+                    "index": index,
+                }
+            )
 
     def to_dict(self, kept: int, sources: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -84,8 +115,16 @@ class Tally:
             "kept": kept,
             "dropped": dict(sorted(self.dropped.items())),
             "first_dropped": self.first,  # in the order found: every bad record before any NO_COMPLETION
+            "empty_completions": {"chosen": self.empty["chosen"], "rejected": self.empty["rejected"]},
+            "first_empty": self.first_empty,
             "sources": sources,
         }
+
+
+EMPTY_KEPT = (
+    "the completion is empty; data.strict refuses it (without strict it is kept as an EOS-only completion: "
+    "saying nothing can be the preferred answer)"
+)
 
 
 def build_split(
@@ -139,6 +178,7 @@ def normalise(
         read_before = tally.read
         for location, row in source.rows:
             tally.read += 1
+            position = tally.read - 1
             try:
                 example = to_example(row, location, source.columns, system_prompt)
                 key = example_key(example)
@@ -147,8 +187,13 @@ def normalise(
             except PreferenceDataError as e:
                 if strict:
                     raise
-                tally.drop(e.kind, e.location, e.field, e.reason)
+                tally.drop(e.kind, e.location, e.field, e.reason, index=position)
                 continue
+            if sides := empty_sides(example):
+                field = (source.columns or {}).get(sides[0], sides[0])
+                if strict:
+                    raise PreferenceDataError(location, field, EMPTY_KEPT, kind="empty_completion")
+                tally.keep_empty(sides, location, field, position)
             seen[key] = location
             columns["location"].append(location)
             columns["source"].append(index)
@@ -166,7 +211,7 @@ def tokenize_batch(
     examples = [example_from_columns(dict(zip(names, values))) for values in zip(*(batch[k] for k in names))]
     out: dict[str, list] = {k: [] for k in _MAP_FEATURES if k not in ("location", "source")}
     for e in tokenize_examples(examples, tokenizer, settings):
-        if isinstance(e, TemplateProblem):
+        if isinstance(e, EncodingProblem):
             row = dict(
                 prompt_input_ids=[],
                 chosen_input_ids=[],
@@ -189,16 +234,14 @@ def tokenize_batch(
 def _drop_unusable(
     table: datasets.Dataset, sources: list[SplitSource], tally: Tally, settings: TokenSettings, strict: bool
 ) -> np.ndarray:
-    """Count (or, strict, raise on) template problems and pairs without completion tokens; return the rest."""
-    dropped = column(table, "dropped").astype(bool)  # (N,) template problems and empty sides
+    """Count (or, strict, raise on) encoding problems and pairs without completion tokens; return the rest."""
+    dropped = column(table, "dropped").astype(bool)  # (N,) encoding problems and empty sides
     if not dropped.any():
         return np.arange(len(table))
     rows = table.select(np.flatnonzero(dropped)).select_columns(["location", "source", "problem_kind", "problem"])
     rows = rows.with_format("arrow")[:].to_pylist()
-    limit = f"max_length={settings.max_length}"
-    if settings.truncation_mode == "keep_end" and settings.max_prompt_length is not None:
-        limit += f" after max_prompt_length={settings.max_prompt_length}"
-    for row in rows:  # template problems first: they are bad records, found before any length drop
+    limit = f"max_length={settings.max_length} (truncation_mode={settings.truncation_mode})"
+    for row in rows:  # encoding problems first: they are bad records, found before any length drop
         if row["problem_kind"]:
             field = (sources[row["source"]].columns or {}).get("prompt", "prompt")
             if strict:
@@ -211,8 +254,12 @@ def _drop_unusable(
 
 
 def first_bad_record(tally: dict[str, Any]) -> PreferenceDataError | None:
-    """The error a strict run raises, rebuilt from a stored tally (a cache made without ``strict``)."""
-    for entry in tally["first_dropped"]:
-        if entry["kind"] in BAD_RECORD_KINDS:
-            return PreferenceDataError(entry["location"], entry["field"], entry["message"], kind=entry["kind"])
-    return None
+    """The error a strict run raises, rebuilt from a stored tally (a cache made without ``strict``): the first
+    record, in reading order, that is bad or has an empty completion; else the first that fails to encode
+    (strict meets those only after reading every row)."""
+    bad = [e for e in tally["first_dropped"] if e["kind"] in BAD_RECORD_KINDS]
+    read = [e for e in bad + tally.get("first_empty", []) if "index" in e]
+    entry = min(read, key=lambda e: e["index"]) if read else next(iter(bad), None)
+    if entry is None:
+        return None
+    return PreferenceDataError(entry["location"], entry["field"], entry["message"], kind=entry["kind"])

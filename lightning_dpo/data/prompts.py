@@ -4,8 +4,10 @@ On-policy training samples completions of prompts and DPO then scores those comp
 tokens of the prompt, so both must see the same tokens. A prompt therefore goes through the pipeline's
 own code: :func:`~lightning_dpo.data.formats.to_example` (validation, the system prompt, an implicit
 prompt's split) and :func:`~lightning_dpo.data.tokenize.tokenize_examples` (the BOS once, the chat template
-with ``add_generation_prompt``, ``max_prompt_length`` keeping the prompt's end and its BOS), applied to a
-record whose two completions are placeholders that never reach a model.
+with ``add_generation_prompt``), applied to a record whose two completions are placeholders that never reach a
+model. ``max_prompt_length`` is then a hard cap: a longer prompt keeps its last tokens and its BOS, as
+training's ``keep_end`` cuts a prompt (training cuts only as far as a pair needs; a sampled prompt must leave
+room for ``max_new_tokens`` whatever it is paired with).
 
 A prompt record is any row the preference pipeline reads:
 
@@ -32,9 +34,8 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.formats import ChatExample, Example, Message, PreferenceExample, to_example
 from lightning_dpo.data.sources import InvalidJSON, PreferenceDataError, Row, as_sources, read_splits
-from lightning_dpo.data.templates import TemplateProblem
 from lightning_dpo.data.tokenize import tokenize_examples
-from lightning_dpo.data.truncation import TokenSettings
+from lightning_dpo.data.truncation import EncodingProblem, TokenSettings, keep_prompt_end
 
 _TEXT_PLACEHOLDERS = (" a", " b")
 _CHAT_PLACEHOLDERS = ([{"role": "assistant", "content": "a"}], [{"role": "assistant", "content": "b"}])
@@ -115,14 +116,9 @@ def _with_placeholders(example: Example) -> Example:
     return PreferenceExample(example.prompt, *_TEXT_PLACEHOLDERS)
 
 
-def prompt_token_settings(max_prompt_length: int | None, chat_template: str | None = None) -> TokenSettings:
-    """The token settings of a prompt: ``keep_end`` truncation at ``max_prompt_length`` (None: none), and a
-    ``max_length`` that never cuts (prompts are not paired with completions here)."""
-    return TokenSettings(
-        max_length=(max_prompt_length or 0) + 1_000_000,
-        max_prompt_length=max_prompt_length,
-        chat_template=chat_template,
-    )
+def prompt_token_settings(chat_template: str | None = None) -> TokenSettings:
+    """Token settings that never cut: the prompt is tokenised whole, then :func:`build_prompts` keeps its end."""
+    return TokenSettings(max_length=10_000_000, chat_template=chat_template)
 
 
 def build_prompts(
@@ -138,7 +134,7 @@ def build_prompts(
     batch_size: int = 1000,
 ) -> PromptSet:
     """Read, validate, deduplicate and tokenise prompt records (the first ``limit`` usable ones)."""
-    settings = prompt_token_settings(max_prompt_length, chat_template)
+    settings = prompt_token_settings(chat_template)
     tally: dict[str, Any] = {"read": 0, "dropped": Counter(), "first_dropped": []}
     seen: dict[str, str] = {}
     pending: list[tuple[str, Example]] = []
@@ -156,14 +152,19 @@ def build_prompts(
     def flush() -> None:
         encoded = tokenize_examples([e for _, e in pending], tokenizer, settings)
         for (location, example), tokens in zip(pending, encoded):
-            if isinstance(tokens, TemplateProblem):
+            if isinstance(tokens, EncodingProblem):
                 drop(PreferenceDataError(location, "prompt", tokens.message, kind=tokens.kind))
                 continue
-            ids = list(tokens["prompt_input_ids"])
+            whole = list(tokens["prompt_input_ids"])
+            ids = (
+                whole
+                if max_prompt_length is None
+                else keep_prompt_end(whole, max_prompt_length, tokenizer.bos_token_id)
+            )
             text = (
                 example.prompt if isinstance(example.prompt, str) else tokenizer.decode(ids, skip_special_tokens=True)
             )
-            truncated = len(ids) < tokens["prompt_length"]
+            truncated = len(ids) < len(whole)
             prompts.append(Prompt(len(prompts), location, example.prompt, text, ids, truncated))
         pending.clear()
 

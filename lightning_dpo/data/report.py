@@ -37,14 +37,24 @@ def split_report(
     seed: int,
     pad_to_multiple_of: int | None = None,
 ) -> dict[str, Any]:
-    """A split's tally plus statistics of its pairs: lengths before truncation, pairs truncated, padding."""
+    """A split's tally plus statistics of its pairs: lengths before truncation, pairs truncated and the tokens
+    cut by cause, padding."""
     prompt = list_lengths(data, "prompt_input_ids")  # (N,) after truncation
+    completions = list_lengths(data, "chosen_input_ids") + list_lengths(data, "rejected_input_ids")  # (N,)
     chosen = prompt + list_lengths(data, "chosen_input_ids")  # (N,) tokens of each pair's chosen row
     rejected = prompt + list_lengths(data, "rejected_input_ids")
-    report = {key: value for key, value in tally.items() if key != "first_dropped"}
+    report = {key: value for key, value in tally.items() if key not in ("first_dropped", "first_empty")}
     report["first_dropped"] = list(tally.get("first_dropped", []))[:SHOWN]
+    if "first_empty" in tally:
+        report["first_empty"] = list(tally["first_empty"])[:SHOWN]
     report["pairs"] = len(data)
     report["truncated"] = int(column(data, "truncated").sum())
+    prompt_cut = column(data, "prompt_length") - prompt  # (N,) tokens cut from each prompt's start
+    completion_cut = column(data, "chosen_length") + column(data, "rejected_length") - completions  # (N,) at ends
+    report["cut"] = {
+        "prompt": {"pairs": int((prompt_cut > 0).sum()), "tokens": int(prompt_cut.sum())},
+        "completion": {"pairs": int((completion_cut > 0).sum()), "tokens": int(completion_cut.sum())},
+    }
     report["lengths"] = {
         "prompt": percentiles(column(data, "prompt_length")),
         "completion": percentiles(np.concatenate([column(data, "chosen_length"), column(data, "rejected_length")])),
@@ -81,13 +91,14 @@ def skipped_warning(split: str, report: Mapping[str, Any]) -> str | None:
     )
     hint = "set data.strict=true to stop at the first bad record"
     if "no_completion_tokens" in dropped:
-        hint += "; raise data.max_length or lower data.max_prompt_length to keep long prompts"
+        hint += "; raise data.max_length, or set data.truncation_mode=keep_end to cut long prompts at their start"
     return f"{split}: dropped {total} of {report['read']} records ({reasons}); first: {first} ({hint})"
 
 
 def flatten_report(data_report: Mapping[str, Any], prefix: str = "data") -> dict[str, float]:
     """Numbers of a data report as flat metric names: ``data/train/read``, ``data/train/dropped/<kind>``,
-    ``data/train/lengths/prompt/p90``, ``data/train/padding/shuffled``, ..."""
+    ``data/train/empty_completions/chosen``, ``data/train/cut/prompt/tokens``, ``data/train/lengths/prompt/p90``,
+    ``data/train/padding/shuffled``, ..."""
     out: dict[str, float] = {}
 
     def walk(value: Any, name: str) -> None:
@@ -98,7 +109,18 @@ def flatten_report(data_report: Mapping[str, Any], prefix: str = "data") -> dict
             out[name] = value
 
     for split, report in data_report.items():
-        for key in ("read", "kept", "pairs", "truncated", "carved_to_val", "dropped", "lengths", "padding"):
+        for key in (
+            "read",
+            "kept",
+            "pairs",
+            "truncated",
+            "carved_to_val",
+            "dropped",
+            "empty_completions",
+            "cut",
+            "lengths",
+            "padding",
+        ):
             if key in report:
                 walk(report[key], f"{prefix}/{split}/{key}")
     return out
@@ -135,12 +157,24 @@ def format_report(data_report: Mapping[str, Any], example: str | None = None, so
             for e in r.get("first_dropped", []):
                 field = f" field {e['field']!r}" if e.get("field") else ""
                 lines.append(f"      e.g. {e['location']}{field}: {e['message']}")
+        empty = r.get("empty_completions", {})
+        if any(empty.values()):
+            sides = ", ".join(f"{n} {side}" for side, n in empty.items() if n)
+            lines.append(f"  kept with an empty completion (EOS only): {sides}")
+            for e in r.get("first_empty", []):
+                lines.append(f"      e.g. {e['location']} field {e['field']!r}")
         if len(r.get("sources", [])) > 1:
             for s in r["sources"]:
                 lines.append(f"  source {s['name']}: read {s['read']}, kept {s['kept']}, weight {s['weight']}")
         if r.get("carved_to_val"):
             lines.append(f"  {r['carved_to_val']} kept pairs moved to validation (data.val_size)")
         lines.append(f"  pairs {r.get('pairs', r.get('kept', 0))}; truncation touched {r.get('truncated', 0)}")
+        if "cut" in r:
+            prompt, completion = r["cut"]["prompt"], r["cut"]["completion"]
+            lines.append(
+                f"  tokens cut         {prompt['tokens']} from prompt starts ({prompt['pairs']} pairs), "
+                f"{completion['tokens']} from completion ends ({completion['pairs']} pairs)"
+            )
         for part, stats in r.get("lengths", {}).items():
             text = "  ".join(f"{k} {v}" for k, v in stats.items())
             lines.append(f"  {part + ' tokens':<18} {text}   (before truncation)")

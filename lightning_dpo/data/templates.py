@@ -1,10 +1,12 @@
 """Conversations through the tokenizer's chat template.
 
-For a conversation (prompt messages, chosen messages, rejected messages):
+For a conversation (prompt messages, chosen messages, rejected messages) the template renders three texts,
+and they are split as text examples are (:mod:`lightning_dpo.data.text`): each sequence is the tokenization
+of its whole rendered text, and the shared prompt is the longest common prefix of the three:
 
-    prompt_ids = tokens(template(prompt, add_generation_prompt=True))
-    full_ids   = tokens(template(prompt + completion))
-    completion = full_ids[len(prompt_ids):]            after checking full_ids starts with prompt_ids
+    prompt_text = template(prompt, add_generation_prompt=True)     must be a prefix of both full texts
+    full_text   = template(prompt + completion)
+    prompt, chosen, rejected = split at the longest common prefix of their tokens
 
 The rendered text is tokenised without adding special tokens (as ``apply_chat_template`` does): the template
 decides about BOS, so a template with ``{{ bos_token }}`` gives exactly one BOS and a template without
@@ -12,27 +14,22 @@ gives none; a doubled leading BOS is collapsed. The completion ends with exactly
 template closes the assistant turn with EOS, anything it renders after the last EOS (a newline) is left
 off, since generation stops at EOS; when it does not, an EOS is appended.
 
-A conversation whose prompt tokens are not a prefix of the full tokens (a template that renders the
-prompt differently alone, or tokens merging across the boundary), or that the template refuses, is a bad
-record, reported rather than trained on with a shifted boundary.
+A conversation whose rendered prompt is not a prefix of the rendered full conversation (a template that
+renders the prompt differently alone, such as an empty thinking block added only to the generation prompt),
+or that the template refuses, is a bad record, reported rather than trained on with a shifted boundary.
+Tokens that merge across the boundary are not a problem: they belong to the completions, as for text.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.formats import ChatExample
-from lightning_dpo.data.text import encode_batch
-from lightning_dpo.data.truncation import Encoded
-
-
-class TemplateProblem(NamedTuple):
-    kind: str  # "template_error" | "template_mismatch"
-    message: str
+from lightning_dpo.data.text import MERGED_PROMPT, encode_batch, split_shared_prompt
+from lightning_dpo.data.truncation import Encoded, EncodingProblem
 
 
 def resolve_chat_template(value: str | None) -> str | None:
@@ -55,10 +52,10 @@ def require_template(tokenizer: PreTrainedTokenizerBase, chat_template: str | No
 
 def encode_chats(
     examples: Sequence[ChatExample], tokenizer: PreTrainedTokenizerBase, chat_template: str | None = None
-) -> list[Encoded | TemplateProblem]:
-    """Render and tokenise conversations; each gives its :class:`Encoded` ids or a :class:`TemplateProblem`."""
+) -> list[Encoded | EncodingProblem]:
+    """Render and tokenise conversations; each gives its :class:`Encoded` ids or a :class:`EncodingProblem`."""
     template = require_template(tokenizer, chat_template)
-    rendered: list[tuple[str, str, str] | TemplateProblem] = []
+    rendered: list[tuple[str, str, str] | EncodingProblem] = []
     for example in examples:
         try:
             rendered.append(
@@ -69,22 +66,25 @@ def encode_chats(
                 )
             )
         except Exception as e:  # jinja's TemplateError, or a template's own raise_exception()
-            rendered.append(TemplateProblem("template_error", f"the chat template refused the conversation: {e}"))
-    texts = [t for r in rendered if not isinstance(r, TemplateProblem) for t in r]
+            rendered.append(EncodingProblem("template_error", f"the chat template refused the conversation: {e}"))
+    texts = [t for r in rendered if not isinstance(r, EncodingProblem) for t in r]
     ids = iter(encode_batch(tokenizer, texts))
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    out: list[Encoded | TemplateProblem] = []
+    out: list[Encoded | EncodingProblem] = []
     for r in rendered:
-        if isinstance(r, TemplateProblem):
+        if isinstance(r, EncodingProblem):
             out.append(r)
             continue
         prompt, full_chosen, full_rejected = (_single_bos(next(ids), bos) for _ in range(3))
-        problem = _prefix_problem(tokenizer, prompt, full_chosen) or _prefix_problem(tokenizer, prompt, full_rejected)
+        problem = _prefix_problem(r[0], r[1]) or _prefix_problem(r[0], r[2])
         if problem:
             out.append(problem)
             continue
-        n = len(prompt)
-        out.append(Encoded(prompt, end_at_eos(full_chosen[n:], eos), end_at_eos(full_rejected[n:], eos)))
+        prompt, chosen, rejected = split_shared_prompt(prompt, full_chosen, full_rejected)
+        if not prompt:
+            out.append(EncodingProblem("empty_prompt", MERGED_PROMPT))
+            continue
+        out.append(Encoded(prompt, end_at_eos(chosen, eos), end_at_eos(rejected, eos)))
     return out
 
 
@@ -109,14 +109,14 @@ def _single_bos(ids: list[int], bos: int | None) -> list[int]:
     return ids
 
 
-def _prefix_problem(tokenizer: PreTrainedTokenizerBase, prompt: list[int], full: list[int]) -> TemplateProblem | None:
-    if full[: len(prompt)] == prompt and len(full) > len(prompt):
+def _prefix_problem(prompt: str, full: str) -> EncodingProblem | None:
+    """A problem when the rendered prompt is not where the rendered conversation begins."""
+    if full.startswith(prompt):
         return None
     n = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
-    return TemplateProblem(
+    return EncodingProblem(
         "template_mismatch",
         "the chat template renders the prompt alone (with add_generation_prompt) as "
-        f"...{tokenizer.decode(prompt[n : n + 8])!r} "
-        f"where the full conversation has ...{tokenizer.decode(full[n : n + 8])!r}: the prompt is not a prefix, so the "
-        "completion boundary is unknown (set data.chat_template to a template that renders both alike)",
+        f"...{prompt[n : n + 40]!r} where the full conversation has ...{full[n : n + 40]!r}: the prompt is not a "
+        "prefix, so the completion boundary is unknown (set data.chat_template to a template that renders both alike)",
     )

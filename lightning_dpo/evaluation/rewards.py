@@ -31,6 +31,8 @@ class HFRewardModel:
         batch_size: Texts per forward pass.
         max_length: Truncate the text (from the left, keeping the completion) to this many tokens.
         device: ``None``: CUDA when available, else CPU.
+        trust_remote_code: Run the model repository's own Python code (``from_pretrained``'s flag). Off unless
+            asked for: a reward model named on the command line should not run code it ships.
     """
 
     def __init__(
@@ -40,15 +42,19 @@ class HFRewardModel:
         batch_size: int = 16,
         max_length: int | None = 1024,
         device: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(self.device).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code
+        )
+        self.model = self.model.to(self.device).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.label_index, self.batch_size, self.max_length = label_index, batch_size, max_length

@@ -48,10 +48,10 @@ from lightning_dpo.embedded import DEFAULT_DATASET, resolve_model
 from lightning_dpo.evaluation.generation import SamplingSettings, preserved_rng
 from lightning_dpo.models import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_dpo.namespace import pl, submodule
-from lightning_dpo.onpolicy.files import append_lines, atomic_write, atomic_write_with, complete_records
 from lightning_dpo.onpolicy.pairing import PairCounts, PairSettings, pair_group
 from lightning_dpo.onpolicy.sampling import check_room, context_length, derive_seed, sample_groups
 from lightning_dpo.onpolicy.scoring import Scorer, ScoringSettings
+from lightning_dpo.storage import append_records, atomic_write, atomic_write_with, complete_records
 
 OUTPUT_SUFFIXES = (".jsonl", ".parquet")
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -135,7 +135,9 @@ class PairGeneration(pl.LightningModule):
         run = self.trainer.strategy.broadcast(f"{int(time.time() * 1000)}-{os.getpid()}")
         if self.trainer.is_global_zero:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.parts_dir / "run.yaml", yaml.safe_dump({"settings": self.settings}, sort_keys=True))
+            atomic_write(
+                self.parts_dir / "run.yaml", yaml.safe_dump({"settings": self.settings}, sort_keys=True).encode()
+            )
         self.trainer.strategy.barrier()
         self._part = self.parts_dir / f"rank{self.global_rank}-{run}.part"
 
@@ -187,7 +189,7 @@ class PairGeneration(pl.LightningModule):
             return
         if self._stream is None:
             self._stream = open(self._part, "ab")
-        append_lines(self._stream, outputs)
+        append_records(self._stream, outputs)
         self.written += len(outputs)
 
     def on_predict_end(self) -> None:
@@ -474,7 +476,9 @@ def merge(
         "files": {k: str(v.name) for k, v in files.items() if k != "parts"},
         "seconds": round(seconds, 2),
     }
-    atomic_write(files["meta"], yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))  # last: the run is done
+    atomic_write(
+        files["meta"], yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).encode()
+    )  # last: the run is done
     shutil.rmtree(files["parts"], ignore_errors=True)
     print(f"wrote {files['pairs']}: {counts.summary()}", flush=True)
     _require_pairs(counts, settings)
@@ -488,7 +492,7 @@ def _completion(prompt: Prompt, text: str) -> Any:
 
 def _write_pairs(path: Path, records: list[dict[str, Any]]) -> None:
     if path.suffix == ".jsonl":
-        atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
         return
     import datasets
 

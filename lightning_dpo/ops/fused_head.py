@@ -31,9 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 23
-"""Logit elements per chunk when no chunk size is given: 32 MiB of fp32 (e.g. 1,024 tokens × 8k vocabulary,
-64 tokens × 131k). Peak memory of the head is a few such blocks."""
+DEFAULT_CHUNK_ELEMENTS = 1 << 25
+"""Logit elements per chunk when no chunk size is given: 128 MiB of fp32 (e.g. 4,096 tokens × 8k vocabulary,
+220 × 152k). Peak memory of the head is a few such blocks."""
+
+MIN_CHUNK_ROWS = 128
+"""Fewest tokens per chunk when no chunk size is given, whatever the vocabulary. The head's three GEMMs per
+chunk ((C, H) × (H, V) forward, again in backward, and (V, C) × (C, H) for dW) have C as their short side;
+measured on a 2-core AVX2 CPU at V = 151,936 (notes/perf_findings.md), 55-row chunks ran at 20-40 % of the
+machine's matmul peak and 256-row ones at 40-55 %, halving the head's time."""
+
+UPCAST_SLICE_ROWS = 1 << 14
+"""Vocabulary rows cast at a time when a head stored in a narrower dtype than the compute (a bf16-stored
+reference computed in fp32) is upcast: a (16k, H) transient instead of a full-precision copy of the head."""
 
 
 class HeadLogps(NamedTuple):
@@ -51,9 +61,15 @@ class HeadLogps(NamedTuple):
     """Whether the target is the most likely token (bool), when asked for (``with_stats``)."""
 
 
-def auto_chunk_size(vocab: int, elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
-    """Tokens per chunk so that one (chunk, V) block holds about ``elements`` logits."""
-    return max(1, elements // max(vocab, 1))
+def auto_chunk_size(vocab: int, tokens: int | None = None, elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
+    """Tokens per chunk: as many as fit ``elements`` logits in one (chunk, V) block, never fewer than
+    :data:`MIN_CHUNK_ROWS` (short GEMMs waste the matmul units). Given the number of ``tokens``, the chunks
+    are balanced, so that the last one is not a sliver: 564 tokens at V = 151,936 -> 3 chunks of 188."""
+    rows = max(MIN_CHUNK_ROWS, elements // max(vocab, 1))
+    if tokens is None or tokens <= rows:
+        return max(1, rows if tokens is None else tokens)
+    chunks = -(-tokens // rows)
+    return -(-tokens // chunks)
 
 
 def _transform(y: Tensor, logit_scale: float, softcap: float | None) -> Tensor:
@@ -72,8 +88,24 @@ def _compute_dtype(hidden: Tensor) -> torch.dtype:
 
 
 def _block(h: Tensor, weight: Tensor, bias: Tensor | None, out: torch.dtype, scale: float, cap: float | None) -> Tensor:
-    """(C, H) hidden -> (C, V) transformed logits in ``out`` (at least fp32)."""
-    return _transform(F.linear(h, weight, bias).to(out), scale, cap)
+    """(C, H) hidden -> (C, V) transformed logits in ``out`` (at least fp32). A ``weight`` narrower than ``h``
+    (a bf16-stored head computed in fp32) is upcast :data:`UPCAST_SLICE_ROWS` rows at a time."""
+    if weight.dtype == h.dtype:
+        return _transform(F.linear(h, weight, bias).to(out), scale, cap)
+    z = h.new_empty(h.shape[0], weight.shape[0], dtype=out)  # (C, V)
+    for v in range(0, weight.shape[0], UPCAST_SLICE_ROWS):
+        rows = slice(v, v + UPCAST_SLICE_ROWS)
+        b = bias[rows].to(h.dtype) if bias is not None else None
+        z[:, rows] = F.linear(h, weight[rows].to(h.dtype), b)
+    return _transform(z, scale, cap)
+
+
+def _for_compute(weight: Tensor, compute: torch.dtype) -> Tensor:
+    """The head weight as the chunks read it: cast once to a narrower compute dtype (autocast), kept as it is
+    when it is narrower than the compute (upcast slice by slice in :func:`_block`, not copied whole)."""
+    if weight.dtype.itemsize < torch.empty((), dtype=compute).element_size() and weight.is_floating_point():
+        return weight
+    return weight.to(compute)
 
 
 class _FusedHeadLogps(torch.autograd.Function):
@@ -91,8 +123,8 @@ class _FusedHeadLogps(torch.autograd.Function):
         entropy = hidden.new_empty(num_tokens if with_stats else 0, dtype=out)
         is_top1 = hidden.new_empty(num_tokens if with_stats else 0, dtype=torch.bool)
         with torch.autocast(device, enabled=False):
-            w = weight.to(compute)  # one cast for all chunks (a no-op without autocast)
-            b = bias.to(compute) if bias is not None else None
+            w = _for_compute(weight, compute)  # one cast for all chunks (a no-op without autocast)
+            b = bias.to(w.dtype) if bias is not None else None
             for start in range(0, num_tokens, chunk_size):
                 rows = slice(start, start + chunk_size)
                 z = _block(hidden[rows].to(compute), w, b, out, logit_scale, softcap)  # (C, V)
@@ -120,16 +152,9 @@ class _FusedHeadLogps(torch.autograd.Function):
         out = log_norm.dtype
         grad_h = torch.empty_like(hidden) if need_h else None
         # dW accumulates over chunks in at least fp32, so that half-precision chunk products are not rounded.
-        grad_w = (
-            torch.zeros(weight.shape, dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
-            if need_w
-            else None
-        )
-        grad_b = (
-            torch.zeros(weight.shape[0], dtype=torch.promote_types(weight.dtype, torch.float32), device=weight.device)
-            if need_b
-            else None
-        )
+        # The first chunk writes it (no zero-filled (V, H) pass), the others add to it.
+        accumulate = torch.promote_types(weight.dtype, torch.float32)
+        grad_w = grad_b = None
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(compute)
             b = bias.to(compute) if bias is not None else None
@@ -150,11 +175,17 @@ class _FusedHeadLogps(torch.autograd.Function):
                 if need_h:
                     grad_h[rows] = (dz.to(compute) @ w).to(hidden.dtype)
                 if need_w:
-                    grad_w.addmm_(dz.t().to(grad_w.dtype), h.to(grad_w.dtype))
+                    part = (dz.t().to(accumulate), h.to(accumulate))  # (V, C), (C, H)
+                    grad_w = torch.mm(*part) if grad_w is None else grad_w.addmm_(*part)
                 if need_b:
-                    grad_b += dz.sum(0).to(grad_b.dtype)
-        grad_w = grad_w.to(weight.dtype) if need_w else None
-        grad_b = grad_b.to(bias.dtype) if need_b else None
+                    part = dz.sum(0).to(accumulate)
+                    grad_b = part if grad_b is None else grad_b.add_(part)
+        if need_w:
+            grad_w = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if grad_w is None else grad_w
+            grad_w = grad_w.to(weight.dtype)
+        if need_b:
+            grad_b = torch.zeros(weight.shape[0], dtype=accumulate, device=weight.device) if grad_b is None else grad_b
+            grad_b = grad_b.to(bias.dtype)
         return grad_h, grad_w, grad_b, None, None, None, None, None, None
 
 
@@ -176,13 +207,14 @@ def fused_head_logps(
         hidden: (K, H) final hidden states at the positions that predict ``labels``.
         weight: (V, H) the LM head's weight; bias: (V,) or ``None``.
         labels: (K,) target token ids.
-        chunk_size: Tokens per block of logits; ``None`` sizes blocks to about 8M logits.
+        chunk_size: Tokens per block of logits; ``None``: :func:`auto_chunk_size` (about 32M logits a block,
+            at least 128 tokens, balanced).
         logit_scale, softcap: The model's logit post-processing (1.0 and ``None`` for a plain head).
         with_wpo: Also return log Σ_v p_v² per token.
         with_stats: Also return each token's entropy and whether its target is the top-1 token (one more
             exponential and one argmax per block of logits).
     """
-    chunk = chunk_size or auto_chunk_size(weight.shape[0])
+    chunk = chunk_size or auto_chunk_size(weight.shape[0], hidden.shape[0])
     logps, mean_logits, lss, entropy, is_top1 = _FusedHeadLogps.apply(
         hidden, weight, bias, labels, chunk, float(logit_scale), softcap, with_wpo, with_stats
     )

@@ -58,35 +58,76 @@ def segment_attention_forward(
             )
     if query.shape[0] != 1:
         raise ValueError(f"a packed batch has one row, got {query.shape[0]}")
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
-        key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     window = kwargs.get("sliding_window")
-    pieces = [_span_attention(query, key, value, span, dropout, scaling, window) for span in lightning_dpo_spans]
-    return torch.cat(pieces, 2).transpose(1, 2).contiguous(), None  # (1, S, Hq, D)
+    return _split_span_attention(query, key, value, lightning_dpo_spans, dropout, scaling, window), None
 
 
-def _span_attention(
-    query: Tensor, key: Tensor, value: Tensor, span: Span, dropout: float, scaling: float | None, window: int | None
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+"""Whether SDPA takes grouped-query heads as they are (``enable_gqa``, torch 2.5)."""
+
+
+def _split_span_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    spans: tuple[Span, ...],
+    dropout: float,
+    scaling: float | None,
+    window: int | None,
 ) -> Tensor:
-    """One span: (1, H, L, D) queries against [prefix; own] keys -> (1, H, L, D)."""
-    start, end, prefix_start, prefix_end = span
-    q = query[:, :, start:end]
-    k, v = key[:, :, start:end], value[:, :, start:end]
-    prefix = prefix_end - prefix_start
-    mask, causal = None, True
-    if prefix:
-        k = torch.cat([key[:, :, prefix_start:prefix_end], k], 2)  # (1, H, P + L, D)
-        v = torch.cat([value[:, :, prefix_start:prefix_end], v], 2)
-    if prefix or (window is not None and end - start > window):
-        q_pos = prefix + torch.arange(end - start, device=q.device)  # positions within prefix + span
-        k_pos = torch.arange(prefix + end - start, device=q.device)
-        diff = q_pos[:, None] - k_pos[None, :]  # (L, P + L)
-        mask = diff >= 0
-        if window is not None:  # sliding window: q − k < window
-            mask &= diff < window
-        causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scaling)
+    """query (1, Hq, S, D), key/value (1, Hkv, S, D) -> (1, S, Hq, D): each span attends to its prefix and,
+    causally, to itself.
+
+    Each tensor is split once, queries at the span boundaries and keys/values at every span and prefix
+    boundary, rather than sliced once per span: a slice's backward writes its gradient into a zero tensor
+    of the whole row (O(spans × S) work per layer), a split's backward is one concatenation. Grouped-query
+    heads go to SDPA as they are (``enable_gqa``), so key/value heads are never repeated (no (Hq, S, D) copies
+    to keep for backward, no ``index_select`` backward)."""
+    length = query.shape[2]
+    cuts = sorted({0, length, *(b for span in spans for b in span)})  # every boundary in the row
+    first_piece = {start: i for i, start in enumerate(cuts[:-1])}
+    queries = query.split([end - start for start, end, _, _ in spans], 2)
+    keys = key.split([b - a for a, b in zip(cuts, cuts[1:])], 2)
+    values = value.split([b - a for a, b in zip(cuts, cuts[1:])], 2)
+    gqa = query.shape[1] != key.shape[1]
+    if gqa and not _SDPA_GQA:  # torch < 2.5: repeat each key/value head for its query heads
+        groups = query.shape[1] // key.shape[1]
+        keys = tuple(k.repeat_interleave(groups, 1) for k in keys)
+        values = tuple(v.repeat_interleave(groups, 1) for v in values)
+    extra = {"enable_gqa": True} if gqa and _SDPA_GQA else {}
+
+    def pieces(parts: tuple[Tensor, ...], start: int, end: int) -> list[Tensor]:
+        """The split pieces that tile [start, end) (none when it is empty)."""
+        out, i = [], first_piece.get(start)
+        while start < end and i is not None and i < len(parts) and cuts[i] < end:
+            out.append(parts[i])
+            i += 1
+        return out
+
+    outputs = []
+    for q, (start, end, prefix_start, prefix_end) in zip(queries, spans):
+        k = _joined(pieces(keys, prefix_start, prefix_end) + pieces(keys, start, end))  # (1, Hkv, P + L, D)
+        v = _joined(pieces(values, prefix_start, prefix_end) + pieces(values, start, end))
+        prefix = prefix_end - prefix_start
+        mask, causal = None, True
+        if prefix or (window is not None and end - start > window):
+            q_pos = prefix + torch.arange(end - start, device=q.device)  # positions within prefix + span
+            diff = q_pos[:, None] - torch.arange(prefix + end - start, device=q.device)[None, :]  # (L, P + L)
+            mask = diff >= 0
+            if window is not None:  # sliding window: q − k < window
+                mask &= diff < window
+            causal = False
+        outputs.append(
+            F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scaling, **extra
+            )
+        )  # (1, Hq, L, D)
+    return _joined(outputs).transpose(1, 2).contiguous()  # (1, S, Hq, D)
+
+
+def _joined(parts: list[Tensor]) -> Tensor:
+    """Concatenate along the sequence dimension (no copy for a single piece)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 2)
 
 
 def register() -> None:

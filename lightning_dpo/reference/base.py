@@ -54,6 +54,11 @@ class ReferenceSettings:
     directory."""
     precompute_batch_size: int = 8
     """Pairs per forward pass when precomputing reference log-probs."""
+    dtype: str | None = None
+    """The ``frozen`` reference's weight dtype: ``None`` (as loaded, the policy's), or ``bfloat16`` (half its
+    memory). On a GPU it then computes in bf16; on a CPU its weights are stored in bf16 and computed in fp32
+    module by module (AVX2 CPUs have no fast bf16 matmul). Log-prob maths stay in fp32 either way; the
+    reference's log-probs move by the rounding of its weights (measured in the README)."""
 
 
 class Reference(nn.Module):
@@ -65,6 +70,8 @@ class Reference(nn.Module):
     """Whether TR-DPO (``sync``) can update this reference."""
     loads_separate_model: bool = False
     """Whether ``settings.model_name_or_path`` (a separate reference model) means anything to this mode."""
+    supports_dtype: bool = False
+    """Whether this mode holds a model whose weights ``settings.dtype`` can narrow."""
 
     def __init__(self, sync: bool = False) -> None:
         super().__init__()
@@ -166,4 +173,9 @@ def make_reference(
     cls = REFERENCES[resolve_reference_mode(settings.mode, loss)]
     if settings.model_name_or_path is not None and not cls.loads_separate_model:
         raise ValueError(f"reference.model_name_or_path is not used by reference mode {cls.name!r}")
+    if settings.dtype is not None and not cls.supports_dtype:
+        raise ValueError(
+            f"reference.dtype narrows a frozen reference model's weights, which reference mode {cls.name!r} does "
+            "not hold; use reference mode 'frozen' or leave reference.dtype unset"
+        )
     return cls.build(settings, load, policy_source)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
 from lightning_dpo.models import vocab_size
+from lightning_dpo.ops.low_precision import DTYPES, store_parameters_in
 from lightning_dpo.reference.base import Reference, ReferenceSettings, register_reference
 from lightning_dpo.sharding import is_partitioned
 
@@ -22,11 +23,13 @@ class FrozenReference(Reference):
     """A frozen model: a deep copy of the policy at build time, or the model ``load_separate()`` returns.
 
     It stays in eval mode (``train()`` cannot switch it back), has ``requires_grad=False`` everywhere so it
-    gets no gradients and no optimizer state, and runs under ``torch.no_grad``.
+    gets no gradients and no optimizer state, and runs under ``torch.no_grad``. With ``dtype`` its weights are
+    narrowed once prepared (:mod:`lightning_dpo.ops.low_precision`).
     """
 
     supports_sync = True
     loads_separate_model = True
+    supports_dtype = True
 
     def __init__(
         self,
@@ -34,8 +37,13 @@ class FrozenReference(Reference):
         source: str | None = None,
         sync: bool = False,
         reload: Callable[[], nn.Module] | None = None,
+        dtype: str | None = None,
     ) -> None:
         super().__init__(sync)
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"reference.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
+        self.dtype = dtype
+        self.bytes_saved = 0
         self._reload = reload  # loads the policy's source again, where a deep copy cannot work (ZeRO-3)
         self._load_separate = load_separate
         self._source = source
@@ -47,7 +55,11 @@ class FrozenReference(Reference):
     ) -> FrozenReference:
         separate = settings.model_name_or_path
         return cls(
-            partial(load, separate) if separate else None, separate, settings.sync, reload=partial(load, policy_source)
+            partial(load, separate) if separate else None,
+            separate,
+            settings.sync,
+            reload=partial(load, policy_source),
+            dtype=settings.dtype,
         )
 
     def prepare(self, policy: nn.Module) -> None:
@@ -62,6 +74,8 @@ class FrozenReference(Reference):
             if self.sync_enabled:
                 check_same_parameters(policy, model, self._source)
         model.requires_grad_(False)
+        if self.dtype is not None:
+            self.bytes_saved = store_parameters_in(model, DTYPES[self.dtype])
         self.model = model
         self.train(False)
 

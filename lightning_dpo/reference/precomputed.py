@@ -5,6 +5,10 @@ kept for training. The table is cached under a key made from the tokens of every
 data and every tokenisation setting), a hash of the reference weights, and LD-DPO's ``ld_alpha``. A second
 run with the same inputs reads the cache without a forward pass; any change gives a new key.
 
+The cache file, ``<cache_dir>/<key>.logps``, is a checksummed header (``storage.write_checked``) and then
+the table with its key, saved by ``torch.save`` and read with ``weights_only=True``. It is written
+atomically; a truncated, garbled or foreign file is reported and recomputed, never used.
+
 Lookups go by each pair's ``pair_index`` (unique across splits), never by position, so shuffling,
 length-grouped sampling and DDP sharding cannot misalign them. Under DDP each rank computes its share of
 the pairs, the shares are all-gathered, and rank 0 writes the cache.
@@ -13,6 +17,7 @@ the pairs, the shares are all-gathered, and rank 0 writes the cache.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -23,10 +28,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from lightning_dpo import storage
 from lightning_dpo.logps import LogpsOptions, SequenceLogps, completion_logps
 from lightning_dpo.namespace import submodule
 from lightning_dpo.reference.base import Reference, ReferenceSettings, register_reference
 from lightning_dpo.storage import default_cache_dir
+
+FILE_KIND = "reference-logps"
+"""The header kind of a cached table (``storage.write_checked``)."""
 
 
 @runtime_checkable
@@ -128,24 +137,20 @@ class PrecomputedReference(Reference):
             self.key_parts = {"data": data, "weights": weights, "ld_alpha": ld_alpha}
             self.key = cache_key(data, weights, ld_alpha)
         path = self._path(self.key)
-        if path.exists():
-            table = torch.load(path, map_location="cpu", weights_only=True)
-            _info(f"reference log-probs: loaded {table.shape[0]} pairs from the cache {path}")
-        else:
+        table = self._read_cache(path, datamodule.num_pairs())
+        # Every rank must take the same branch (computing is collective): compute unless all found the table.
+        if not trainer.strategy.reduce_boolean_decision(table is not None, all=True):
             model = model if model is not None else self._load_reference().to(device)
             table = self._compute(model, trainer, datamodule, options, ld_alpha)
             if trainer.is_global_zero:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                torch.save(table, tmp)
-                os.replace(tmp, path)  # atomic: a reader never sees half a file
-                _info(f"reference log-probs: computed {table.shape[0]} pairs, cached in {path}")
+                try:
+                    storage.write_checked(path, _table_bytes(self.key, table), FILE_KIND)
+                    _info(f"reference log-probs: computed {table.shape[0]} pairs, cached in {path}")
+                except OSError as e:
+                    _warn(f"could not write the reference log-prob cache {path} ({e}); set model.reference.cache_dir")
             trainer.strategy.barrier()
-        if table.shape[0] != datamodule.num_pairs():
-            raise RuntimeError(
-                f"the reference-log-prob cache {path} holds {table.shape[0]} pairs but the data has "
-                f"{datamodule.num_pairs()}; delete the file to recompute it"
-            )
+        else:
+            _info(f"reference log-probs: loaded {table.shape[0]} pairs from the cache {path}")
         self.table = table.to(device)
 
     def state_for_checkpoint(self) -> dict[str, Any]:
@@ -155,7 +160,32 @@ class PrecomputedReference(Reference):
         self.key, self.key_parts = state["key"], dict(state["key_parts"])
 
     def _path(self, key: str) -> Path:
-        return self.cache_dir / f"{key}.pt"
+        return self.cache_dir / f"{key}.logps"
+
+    def _read_cache(self, path: Path, num_pairs: int) -> Tensor | None:
+        """The cached table, or None when there is none or it is unusable (reported, then recomputed)."""
+        try:
+            stored = torch.load(
+                io.BytesIO(storage.read_checked(path, FILE_KIND)), map_location="cpu", weights_only=True
+            )
+            table = stored["table"]
+            if stored.get("key") != self.key:
+                raise storage.CorruptFile(
+                    path, f"made for key {stored.get('key')!r}, not {self.key!r} (a foreign file)"
+                )
+            if table.dtype != torch.float32 or tuple(table.shape) != (num_pairs, 2):
+                raise storage.CorruptFile(
+                    path, f"a {table.dtype} table of shape {tuple(table.shape)}, expected ({num_pairs}, 2) float32"
+                )
+            return table
+        except FileNotFoundError:
+            return None
+        except storage.CorruptFile as e:
+            problem = e.reason
+        except Exception as e:  # passed its checksum yet does not unpickle as a table of tensors
+            problem = f"{type(e).__name__}: {e}"
+        _warn(f"the reference log-prob cache {path} is unusable ({problem}); recomputing it")
+        return None
 
     @torch.no_grad()
     def _compute(
@@ -173,15 +203,26 @@ class PrecomputedReference(Reference):
         index = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=device)
         value = torch.cat(values) if values else torch.empty(0, 2, device=device)
         index, value = _gather_rows(trainer.strategy, world, index, value)
-        table = torch.full((datamodule.num_pairs(), 2), float("nan"))
-        table[index.cpu()] = value.cpu()
-        if torch.isnan(table).any():
+        table = torch.zeros(datamodule.num_pairs(), 2)
+        filled = torch.zeros(datamodule.num_pairs(), dtype=torch.bool)
+        table[index.cpu()], filled[index.cpu()] = value.cpu(), True
+        if not filled.all():
             raise RuntimeError("reference mode 'precomputed': some pairs got no reference log-probs")
         return table
 
 
+def _table_bytes(key: str, table: Tensor) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"key": key, "table": table.float().contiguous()}, buffer)
+    return buffer.getvalue()
+
+
 def _info(message: str) -> None:
     submodule("utilities").rank_zero_info(message)
+
+
+def _warn(message: str) -> None:
+    submodule("utilities").rank_zero_warn(message)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_dpo.data.formats import Example, to_example
 from lightning_dpo.data.sources import read_splits
 from lightning_dpo.data.tokenize import tokenize_example
-from lightning_dpo.data.truncation import TokenSettings
+from lightning_dpo.data.truncation import TokenSettings, keep_prompt_end
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.evaluation.generation import SamplingSettings, generate_completions
 from lightning_dpo.evaluation.judges import Judge, WinRate, win_rate
@@ -108,10 +108,11 @@ class PromptSet:
 def tokenize_prompts(
     examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_prompt_length: int
 ) -> PromptSet:
-    """Tokenise held-out records like the training data; completions are kept whole (max_length is large)."""
-    settings = TokenSettings(max_length=max_prompt_length + 1_000_000, max_prompt_length=max_prompt_length)
+    """Tokenise held-out records like the training data (completions kept whole); each prompt then keeps its
+    last ``max_prompt_length`` tokens (and BOS), a budget for generation."""
+    settings = TokenSettings(max_length=1_000_000)
     pairs = [tokenize_example(e, tokenizer, settings) for e in examples]
-    ids = [list(p["prompt_input_ids"]) for p in pairs]
+    ids = [keep_prompt_end(list(p["prompt_input_ids"]), max_prompt_length, tokenizer.bos_token_id) for p in pairs]
     texts = [
         e.prompt if isinstance(e.prompt, str) else tokenizer.decode(i, skip_special_tokens=True)
         for e, i in zip(examples, ids)
@@ -210,7 +211,7 @@ def evaluate(
         num_prompts: Prompts from the start of the split; ``None`` for all.
         samples_per_prompt: Completions per prompt.
         max_new_tokens: Tokens per completion at most.
-        max_prompt_length: Prompts keep their last tokens, as in training.
+        max_prompt_length: Prompts keep their last this many tokens (and BOS), as generation's context.
         batch_size: Sequences per generate / forward call.
         seed: Sampling seed (the same for every model, so models are compared on common random numbers)
             and the seed of the judge's presentation order.

@@ -48,23 +48,41 @@ def _figure(width: float, height: float) -> Any:
 
 
 def find_run_dir(path: str | Path) -> Path:
-    """``path`` itself when it holds metrics; for a ``lightning_logs``-like folder, its newest ``version_N``."""
+    """``path`` itself when it holds metrics; else the newest run below it (up to three levels: a
+    ``lightning_logs`` folder, or the ``default_root_dir`` that holds it, or a folder of logger names): the
+    highest ``version_N``, and among equal versions the most recently written metrics."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
     if _has_metrics(path):
         return path
-    versions = sorted(
-        (int(m.group(1)), p)
-        for p in path.iterdir()
-        if (m := re.fullmatch(r"version_(\d+)", p.name)) and _has_metrics(p)
-    )
-    if versions:
-        return versions[-1][1]
+    runs = [p for p in _folders_below(path, depth=3) if _has_metrics(p)]
+    if runs:
+        return max(runs, key=_run_order)
     raise FileNotFoundError(
-        f"no metrics in {str(path)!r}: expected a metrics.csv (CSVLogger) or events.out.tfevents.* files "
-        "(TensorBoardLogger), e.g. lightning_logs/version_0"
+        f"no metrics in or below {str(path)!r}: expected a metrics.csv (CSVLogger) or events.out.tfevents.* files "
+        "(TensorBoardLogger), e.g. in lightning_logs/version_0"
     )
+
+
+def _folders_below(path: Path, depth: int) -> list[Path]:
+    """Every folder under ``path`` down to ``depth`` levels (hidden ones, exports and checkpoints skipped)."""
+    found, level = [], [path]
+    for _ in range(depth):
+        level = [
+            child
+            for folder in level
+            for child in sorted(folder.iterdir())
+            if child.is_dir() and not child.name.startswith(".") and child.name not in ("hf_model", "checkpoints")
+        ]
+        found += level
+    return found
+
+
+def _run_order(run: Path) -> tuple[int, float]:
+    version = re.fullmatch(r"version_(\d+)", run.name)
+    files = [run / "metrics.csv"] if (run / "metrics.csv").is_file() else list(run.glob("events.out.tfevents.*"))
+    return (int(version.group(1)) if version else -1, max(f.stat().st_mtime for f in files))
 
 
 def _has_metrics(path: Path) -> bool:
@@ -170,14 +188,14 @@ def plot_run(run_dir: str | Path, output: str | Path | None = None) -> Path:
     _finish(ax, "loss", "loss")
 
     ax = axes[4]
-    lr_names = sorted(n for n in series if n.startswith("lr-") or n in ("lr", "learning_rate"))
+    lr_names = sorted(n for n in series if n.startswith("lr-") or n in ("lr", "learning_rate", "train/learning_rate"))
     for name in lr_names:
         _line(ax, series, name, name, None)
     if not lr_names:
         ax.text(
             0.5,
             0.5,
-            "no learning rate logged\n(add a LearningRateMonitor)",
+            "no learning rate logged",
             ha="center",
             va="center",
             transform=ax.transAxes,

@@ -4,11 +4,14 @@ for settings that moved."""
 from __future__ import annotations
 
 import csv
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import lightning_dpo
 from lightning_dpo.cli import main
 from lightning_dpo.commands.fit import DEFAULT_CONFIG, with_default_config
 
@@ -32,10 +35,18 @@ def test_default_config_only_without_a_config_of_the_users():
 
 
 def test_repo_config_is_the_packaged_default():
-    from pathlib import Path
-
-    repo_config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
-    assert repo_config.read_text() == DEFAULT_CONFIG.read_text()
+    """configs/tiny.yaml, the file the README names, is the config a bare ``lightning-dpo fit`` runs: a link
+    to the packaged file (so the two cannot drift), which the wheel ships."""
+    repo = Path(__file__).resolve().parents[2]
+    repo_config = repo / "configs" / "tiny.yaml"
+    assert repo_config.is_symlink() and repo_config.resolve() == DEFAULT_CONFIG.resolve()
+    package = Path(lightning_dpo.__file__).resolve().parent
+    assert DEFAULT_CONFIG.resolve().parent.parent == package
+    # pyproject's [tool.setuptools.package-data] line for the package (read as text: tomllib needs 3.11)
+    (line,) = re.findall(r"^lightning_dpo = \[(.*)\]$", (repo / "pyproject.toml").read_text(), flags=re.M)
+    shipped = re.findall(r'"([^"]+)"', line)
+    assert any(DEFAULT_CONFIG.resolve().relative_to(package).match(p) for p in shipped)
+    assert with_default_config(["fit"])[-1] == str(DEFAULT_CONFIG)
 
 
 def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data_dir):
@@ -60,7 +71,9 @@ def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data
         rows = list(csv.DictReader(f))
     accuracies = [r["val/rewards/accuracies"] for r in rows if r.get("val/rewards/accuracies")]
     assert len(accuracies) == 2
-    assert any(r.get("lr-AdamW") for r in rows)  # LearningRateMonitor from the default config
+    # The module logs the learning rate it steps with: AdamW at 1e-4 under LinearWarmup(20), steps 0..3.
+    rates = sorted(float(r["train/learning_rate"]) for r in rows if r.get("train/learning_rate"))
+    assert rates == pytest.approx([1e-4 * (k + 1) / 21 for k in range(4)])
     assert (run / "margins.csv").exists()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,6 +100,25 @@ def test_fit_on_the_tiny_config(tmp_path, monkeypatch, tiny_model_dir, tiny_data
     with open(tmp_path / "lightning_logs" / "version_1" / "metrics.csv") as f:
         (validated,) = list(csv.DictReader(f))
     assert validated["val/rewards/accuracies"] == accuracies[-1]
+
+
+def test_the_readme_commands_run_without_a_logger(tmp_path, monkeypatch, tiny_model_dir, tiny_data_dir):
+    """``--trainer.logger false`` with the default config: fit (with the README's overrides), then validate
+    from its checkpoint. Nothing in the config needs a logger (the module logs its learning rate itself)."""
+    monkeypatch.chdir(tmp_path)
+    common = [
+        f"--model.model_name_or_path={tiny_model_dir}",
+        f"--data.dataset={tiny_data_dir}",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.limit_val_batches=1",
+    ]
+    readme = ["--model.loss.beta", "0.2", "--data.batch_size", "4"]  # "the default with changes"
+    main(["fit", *common, *readme, "--trainer.max_steps=2", "--trainer.val_check_interval=2"])
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    assert (tmp_path / "hf_model" / "config.json").is_file() and (tmp_path / "margins.csv").is_file()
+    assert not (tmp_path / "lightning_logs").exists()
+    main(["validate", *common, f"--ckpt_path={checkpoint}", "--weights_only=true"])
 
 
 @pytest.mark.parametrize(

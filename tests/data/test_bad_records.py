@@ -16,7 +16,7 @@ MESSY = [
     {"prompt": "Q", "chosen": " a"},  # line 4
     {"prompt": "Q", "chosen": " a", "rejected": None},  # line 5
     {"prompt": "Q", "chosen": " a", "rejected": 3},  # line 6
-    {"prompt": "Q", "chosen": "", "rejected": " b"},  # line 7
+    {"prompt": "Q", "chosen": "", "rejected": " b"},  # line 7: kept, an empty (EOS-only) chosen completion
     {"prompt": "Q", "chosen": " a", "rejected": " a"},  # line 8
     GOOD[1],
     GOOD[0],  # line 10: a duplicate of line 1
@@ -27,7 +27,6 @@ EXPECTED = {
     "not_a_record": 1,
     "missing_field": 2,
     "not_a_string": 1,
-    "empty_completion": 1,
     "identical": 1,
     "duplicate": 1,
 }
@@ -42,19 +41,25 @@ def messy_dir(tmp_path, write_jsonl):
 
 def test_bad_records_are_skipped_counted_and_named(messy_dir, tiny_model_dir):
     data = PreferenceDataModule(dataset=str(messy_dir), tokenizer_name_or_path=str(tiny_model_dir))
-    with pytest.warns(UserWarning, match=r"train: dropped 8 of 14 records \(2 missing_field, 1 ") as warned:
+    with pytest.warns(UserWarning, match=r"train: dropped 7 of 14 records \(2 missing_field, 1 ") as warned:
         data.setup("fit")
     message = str(next(w.message for w in warned if "train:" in str(w.message)))
     assert "train.jsonl:2: invalid JSON" in message
     assert "train.jsonl:4 field 'rejected': the field is missing" in message
     assert "data.strict=true" in message
     report = data.data_report["train"]
-    assert report["dropped"] == EXPECTED and (report["read"], report["kept"], report["pairs"]) == (14, 6, 6)
+    assert report["dropped"] == EXPECTED and (report["read"], report["kept"], report["pairs"]) == (14, 7, 7)
     assert report["first_dropped"][0]["location"].endswith("train.jsonl:2")
-    assert sorted(data.train_data["location"]) == sorted(f"{messy_dir}/train.jsonl:{n}" for n in (1, 9, 11, 12, 13, 14))
+    kept = (1, 7, 9, 11, 12, 13, 14)
+    assert sorted(data.train_data["location"]) == sorted(f"{messy_dir}/train.jsonl:{n}" for n in kept)
+    assert report["empty_completions"] == {"chosen": 1, "rejected": 0}
+    assert report["first_empty"][0]["location"].endswith("train.jsonl:7")
+    (empty,) = [p for p in data.train_data if p["location"].endswith(":7")]
+    assert empty["chosen_input_ids"] == [data.tokenizer.eos_token_id]  # saying nothing: the EOS alone
     # The summary is there for the run's logger too.
     flat = flatten_report(data.data_report)
     assert flat["data/train/dropped/duplicate"] == 1 and flat["data/train/read"] == 14
+    assert flat["data/train/empty_completions/chosen"] == 1
     assert flat["data/val/pairs"] == 2 and "data/train/lengths/prompt/p50" in flat
 
 
@@ -72,6 +77,20 @@ def test_strict_after_a_cached_lenient_run_still_stops(messy_dir, tiny_model_dir
         PreferenceDataModule(**kwargs).setup("fit")
     with pytest.raises(PreferenceDataError, match=r"train\.jsonl:2: invalid JSON"):
         PreferenceDataModule(**kwargs, strict=True).setup("fit")
+
+
+def test_strict_refuses_an_empty_completion_even_from_a_lenient_cache(tmp_path, write_jsonl, tiny_model_dir):
+    write_jsonl(tmp_path / "train.jsonl", [GOOD[0], GOOD[1], MESSY[6], GOOD[0], *GOOD[2:]])  # empty at 3, dup at 4
+    kwargs = dict(dataset=str(tmp_path / "train.jsonl"), tokenizer_name_or_path=str(tiny_model_dir), val_size=2)
+    with pytest.warns(UserWarning, match="1 duplicate"):
+        PreferenceDataModule(**kwargs, cache_dir=str(tmp_path / "c")).setup("fit")  # the empty one is kept
+    for cache in ("c", "fresh"):  # from the lenient run's cache, and tokenising anew
+        data = PreferenceDataModule(**kwargs, cache_dir=str(tmp_path / cache), strict=True)
+        with pytest.raises(
+            PreferenceDataError, match=r"train\.jsonl:3, field 'chosen': the completion is empty"
+        ) as err:
+            data.setup("fit")
+        assert err.value.kind == "empty_completion"
 
 
 def test_strict_names_a_duplicate_and_its_original(tmp_path, write_jsonl, tiny_model_dir):

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from lightning_dpo import PreferenceDataModule
+from lightning_dpo.data.report import flatten_report, format_report
 from lightning_dpo.data.sources import PreferenceDataError
 
 
@@ -62,16 +63,18 @@ def test_pairs_without_room_for_a_completion_are_dropped_loudly(tmp_path, tiny_m
         {"prompt": f"q{i} " + "word " * (40 if i % 2 else 1), "chosen": " yes", "rejected": " no"} for i in range(10)
     ]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = PreferenceDataModule(
-        dataset=str(tmp_path),
-        tokenizer_name_or_path=str(tiny_model_dir),
-        max_length=20,
-        max_prompt_length=None,
-        val_size=2,
-    )
-    with pytest.warns(UserWarning, match=r"dropped 5 of 10 records \(5 no_completion_tokens\).*train\.jsonl:2"):
+    options = dict(dataset=str(tmp_path), tokenizer_name_or_path=str(tiny_model_dir), max_length=20, val_size=2)
+    data = PreferenceDataModule(**options, truncation_mode="keep_start")  # a long prompt fills max_length
+    with pytest.warns(
+        UserWarning, match=r"dropped 5 of 10 records \(5 no_completion_tokens\).*train\.jsonl:2.*keep_end"
+    ):
         data.setup("fit")
     assert len(data.train_data) + len(data.val_data) == 5
+    # keep_end cuts the long prompts' starts instead (down to half of max_length), so every pair stays.
+    data = PreferenceDataModule(**options)
+    data.setup("fit")
+    assert len(data.train_data) + len(data.val_data) == 10
+    assert data.data_report["train"]["cut"]["prompt"]["pairs"] > 0
 
 
 def test_tokenizer_is_required_without_a_trainer(tiny_data_dir):
@@ -192,3 +195,38 @@ def test_batches_are_pinned_for_a_gpu_only(tiny_data_dir, tiny_model_dir):
     data.trainer = None
     data.hparams.pin_memory = True  # asked for explicitly
     assert data.val_dataloader().pin_memory
+
+
+def test_only_max_length_is_enough_and_the_report_counts_cut_tokens(tmp_path, write_jsonl, tiny_model_dir):
+    """A user's first ``max_length`` works with the default ``max_prompt_length`` (half of it); a pair that fits
+    is not cut, and the tokens cut are reported by cause."""
+    long_prompt = "Q " + "word " * 60  # about 60 tokens
+    rows = [{"prompt": long_prompt + str(i), "chosen": " yes" * (i % 4 + 1), "rejected": " no"} for i in range(12)]
+    rows += [{"prompt": f"short {i}", "chosen": " yes" * 50, "rejected": " no"} for i in range(12)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    data = PreferenceDataModule(
+        dataset=str(tmp_path / "train.jsonl"), tokenizer_name_or_path=str(tiny_model_dir), max_length=64, val_size=2
+    )
+    data.setup("fit")
+    report = data.data_report["train"]
+    pairs = [*data.train_data, *data.val_data]
+    assert len(pairs) == 24 and all(p["length"] <= 64 for p in pairs)
+    prompt_cut = sum(p["prompt_length"] - len(p["prompt_input_ids"]) for p in data.train_data)
+    completion_cut = sum(
+        p[f"{side}_length"] - len(p[f"{side}_input_ids"]) for p in data.train_data for side in ("chosen", "rejected")
+    )
+    assert (
+        report["cut"]["prompt"]["tokens"] == prompt_cut > 0
+        and report["cut"]["completion"]["tokens"] == completion_cut > 0
+    )
+    for pair in pairs:
+        fits = pair["prompt_length"] + max(pair["chosen_length"], pair["rejected_length"]) <= 64
+        assert pair["truncated"] != fits
+        if not fits:  # cut exactly to max_length, the prompt kept down to its floor of 32 at least
+            assert pair["length"] == 64 and len(pair["prompt_input_ids"]) >= min(pair["prompt_length"], 32)
+    flat = flatten_report(data.data_report)
+    assert flat["data/train/cut/prompt/tokens"] == prompt_cut
+    assert "from prompt starts" in format_report(data.data_report)
+    assert PreferenceDataModule(max_length=256).hparams.max_prompt_length is None  # no error at the defaults
+    with pytest.raises(ValueError, match=r"max_prompt_length \(256\)"):
+        PreferenceDataModule(max_length=256, max_prompt_length=256)

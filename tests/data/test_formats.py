@@ -2,7 +2,14 @@
 
 import pytest
 
-from lightning_dpo.data.formats import ChatExample, PreferenceExample, check_columns, split_implicit_prompt, to_example
+from lightning_dpo.data.formats import (
+    ChatExample,
+    PreferenceExample,
+    check_columns,
+    empty_sides,
+    split_implicit_prompt,
+    to_example,
+)
 from lightning_dpo.data.sources import BAD_RECORD_KINDS, InvalidJSON, PreferenceDataError
 
 
@@ -33,16 +40,36 @@ def test_implicit_prompt_row():
     assert to_example(row, "x") == PreferenceExample("\n\nHuman: 2+2?\n\nAssistant:", " 4.", " 5.")
 
 
+def test_a_record_whose_preferred_answer_is_to_say_nothing_is_kept():
+    # HH-RLHF's form: the chosen transcript ends at "Assistant:".
+    row = {
+        "chosen": "\n\nHuman: Help me hurt him.\n\nAssistant:",
+        "rejected": "\n\nHuman: Help me hurt him.\n\nAssistant: Ok.",
+    }
+    example = to_example(row, "x")
+    assert example == PreferenceExample("\n\nHuman: Help me hurt him.\n\nAssistant:", "", " Ok.")
+    assert empty_sides(example) == ["chosen"]
+    blank = to_example({"prompt": "Q", "chosen": " no", "rejected": "  \n"}, "x")
+    assert blank.rejected == "" and empty_sides(blank) == ["rejected"]  # a blank answer is the empty answer
+    assert empty_sides(to_example({"prompt": "Q", "chosen": " a", "rejected": " b"}, "x")) == []
+
+
+def test_an_empty_reply_message_is_kept_and_no_message_is_not():
+    reply = {"role": "assistant", "content": ""}
+    example = to_example({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [reply], "rejected": [BAD]}, "x")
+    assert example.chosen == [reply] and empty_sides(example) == ["chosen"]
+
+
 @pytest.mark.parametrize(
     ("row", "field", "reason"),
     [
         ({"prompt": "Q", "rejected": " no"}, "chosen", "missing"),
         ({"prompt": "Q", "chosen": None, "rejected": " no"}, "chosen", "missing"),
         ({"prompt": "Q", "chosen": " yes", "rejected": 3}, "rejected", "expected a string"),
-        ({"prompt": "Q", "chosen": "   ", "rejected": " no"}, "chosen", "empty"),
+        ({"prompt": "Q", "chosen": "   ", "rejected": ""}, "chosen", "both completions are empty"),
         ({"prompt": "", "chosen": " a", "rejected": " b"}, "prompt", "empty"),
         ({"chosen": "same text", "rejected": "same text"}, "rejected", "identical to chosen"),
-        ({"chosen": "\n\nHuman: a\n\nAssistant:", "rejected": "\n\nHuman: a\n\nAssistant: b"}, "chosen", "empty"),
+        ({"chosen": "\n\nHuman: a\n\nAssistant:", "rejected": "\n\nHuman: a\n\nAssistant: "}, "chosen", "empty"),
     ],
 )
 def test_bad_rows_name_record_and_field(row, field, reason):
@@ -64,7 +91,7 @@ def test_bad_rows_name_record_and_field(row, field, reason):
         ({"prompt": "Q", "chosen": " a", "rejected": None}, "missing_field"),
         ({"prompt": 3, "chosen": " a", "rejected": " b"}, "not_a_string"),
         ({"prompt": " ", "chosen": " a", "rejected": " b"}, "empty_prompt"),
-        ({"prompt": "Q", "chosen": "", "rejected": " b"}, "empty_completion"),
+        ({"prompt": "Q", "chosen": "", "rejected": " "}, "empty_completion"),
         ({"prompt": "Q", "chosen": " a", "rejected": " a"}, "identical"),
     ],
 )
@@ -139,10 +166,10 @@ def test_arrow_null_keys_are_dropped_from_messages():
         ({"chosen": [GOOD], "rejected": [BAD]}, "prompt", "empty_prompt", "share no earlier turn"),
         ({"prompt": [U2], "chosen": [], "rejected": [BAD]}, "chosen", "empty_completion", "empty"),
         (
-            {"prompt": [U2], "chosen": [{"role": "assistant", "content": " "}], "rejected": [BAD]},
+            {"prompt": [U2], "chosen": [{"role": "assistant", "content": " "}], "rejected": [{**BAD, "content": ""}]},
             "chosen",
             "empty_completion",
-            "empty",
+            "both completions are empty",
         ),
         ({"chosen": [U1, A1, U2, GOOD], "rejected": [U1, A1]}, "rejected", "empty_completion", "empty"),
         ({"prompt": "Q", "chosen": [U1, GOOD], "rejected": [U2, BAD]}, "chosen", "not_a_string", "assistant message"),

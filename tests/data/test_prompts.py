@@ -57,10 +57,16 @@ def test_prompt_ids_equal_the_preference_pipelines(
     else:
         path = write_jsonl(tmp_path / "train.jsonl", TRANSCRIPTS if kind == "transcripts" else CHATS)
     system = "Be kind. " if kind != "transcripts" else None
-    expected = pipeline_prompts(path, tokenizer, max_length=128, max_prompt_length=12, system_prompt=system)
-    got = prompt_ids(path, tokenizer, max_prompt_length=12, system_prompt=system)
+    expected = pipeline_prompts(path, tokenizer, max_length=4096, system_prompt=system)
+    got = prompt_ids(path, tokenizer, max_prompt_length=None, system_prompt=system)
     assert got == expected and len(got) >= 6
-    assert any(len(ids) == 12 for ids in got.values())  # truncation happened and agrees
+    # max_prompt_length keeps each prompt's end and its BOS, as keep_end cuts a prompt in training
+    cut = prompt_ids(path, tokenizer, max_prompt_length=12, system_prompt=system)
+    bos = load_tokenizer(str(tokenizer)).bos_token_id
+    for location, ids in got.items():
+        want = ids if len(ids) <= 12 else ([bos] if ids[0] == bos else []) + ids[len(ids) - 12 + (ids[0] == bos) :]
+        assert cut[location] == want
+    assert any(len(ids) > 12 for ids in got.values())  # the cut happened
 
 
 def test_prompt_only_records_and_bad_ones_are_counted(tmp_path, write_jsonl, embedded_model_dir):

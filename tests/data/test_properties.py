@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lightning_dpo import PreferenceDataModule
+from lightning_dpo.data.formats import ROLES
 from lightning_dpo.data.sources import BAD_RECORD_KINDS, PreferenceDataError
 
 # Small alphabets so that duplicates, identical sides, empty strings and EOS/BOS text all turn up.
@@ -34,7 +35,15 @@ hh = st.builds(
 )
 anything = st.fixed_dictionaries({}, optional={"prompt": value, "chosen": value, "rejected": value})
 raw_line = st.sampled_from(["{not json", "[1, 2]", '"text"', "null", '{"prompt": "a", "chosen": '])
-record = st.one_of(good_text, good_text, good_chat, hh, anything, raw_line)
+
+
+def _one_side_empty(prompt: str, empty: str, answer: str, side: str) -> dict:
+    """A record whose ``side`` says nothing (kept as an EOS-only completion; refused by strict)."""
+    return {"prompt": prompt, side: empty, ("rejected" if side == "chosen" else "chosen"): answer}
+
+
+says_nothing = st.builds(_one_side_empty, words, st.sampled_from(["", " ", "\n"]), words, st.sampled_from(ROLES[1:]))
+record = st.one_of(good_text, good_text, good_chat, hh, says_nothing, anything, raw_line)
 
 VAL = [{"prompt": "Q?", "chosen": " yes", "rejected": " no"}]
 PROPERTY = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -129,9 +138,13 @@ def test_strict_raises_exactly_when_there_is_a_bad_record(records, options, plai
     if isinstance(lenient, PreferenceDataModule):
         report = lenient.data_report["train"]
         bad = [e for e in report["first_dropped"] if e["kind"] in BAD_RECORD_KINDS]
-        if bad:
+        # strict also refuses what lenient keeps with an empty completion; it meets records in reading order
+        # (``index``), and encoding problems (no index) only after reading them all.
+        read = [e for e in [*bad[:1], *report["first_empty"][:1]] if "index" in e]
+        first = min(read, key=lambda e: e["index"]) if read else next(iter(bad), None)
+        if first is not None:
             assert isinstance(strict, PreferenceDataError)
-            assert (_line(strict.location), strict.kind) == (_line(bad[0]["location"]), bad[0]["kind"])
+            assert (_line(strict.location), strict.kind) == (_line(first["location"]), first["kind"])
             assert strict.location in str(strict)
         else:
             assert isinstance(strict, PreferenceDataModule)

@@ -5,9 +5,9 @@ from transformers import AutoTokenizer
 
 from lightning_dpo.data.formats import ChatExample, PreferenceExample, to_example
 from lightning_dpo.data.sources import PreferenceDataError
-from lightning_dpo.data.templates import TemplateProblem, encode_chats, end_at_eos, resolve_chat_template
+from lightning_dpo.data.templates import encode_chats, end_at_eos, resolve_chat_template
 from lightning_dpo.data.tokenize import tokenize_example
-from lightning_dpo.data.truncation import TokenSettings
+from lightning_dpo.data.truncation import EncodingProblem, TokenSettings
 
 USER = {"role": "user", "content": "Hi there"}
 EXAMPLE = ChatExample(
@@ -84,7 +84,7 @@ def test_a_template_that_renders_the_prompt_differently_is_a_bad_record(bos_tok)
     # Like templates that add an empty thinking block only to the generation prompt.
     template = bos_tok.chat_template.replace("<|assistant|>\n{% endif %}", "<|assistant|>\n<think></think>{% endif %}")
     (problem,) = encode_chats([EXAMPLE], bos_tok, template)
-    assert isinstance(problem, TemplateProblem) and problem.kind == "template_mismatch"
+    assert isinstance(problem, EncodingProblem) and problem.kind == "template_mismatch"
     assert "not a prefix" in problem.message and "data.chat_template" in problem.message
     with pytest.raises(PreferenceDataError, match="not a prefix") as err:
         tokenize_example(EXAMPLE, bos_tok, TokenSettings(64, chat_template=template))

@@ -39,10 +39,27 @@ def assert_same(reference, fast):
         torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
 
 
+SEQUENCE_PACKED = {"gemma2"}
+"""Architectures that run eager attention here (Gemma 2): packed sequence by sequence through transformers'
+block mask, without a shared prompt; every other one runs our span attention and shares the prompt."""
+
+
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_every_architecture_matches_full_logits(arch, layout, make_model, batch):
     model = make_model(arch)  # sdpa, except Gemma 2 (eager: packed through transformers' block mask)
-    assert_same(run(model, batch, REFERENCE), run(model, batch, LAYOUTS[layout]))
+    fast = run(model, batch, LAYOUTS[layout])
+    assert_same(run(model, batch, REFERENCE), fast)
+    # The layout really ran: a silent fall-back to padded rows (computed_tokens None) must fail here.
+    computed, per_row = fast[0].computed_tokens, batch["attention_mask"].sum(-1)
+    if layout == "padded":
+        assert computed is None
+    elif layout == "packed" or arch in SEQUENCE_PACKED:
+        assert computed is not None and computed.tolist() == per_row.tolist()
+    else:  # shared: each rejected row's prompt is computed once, with its chosen row
+        pairs = len(per_row) // 2
+        prompts = batch["completion_mask"].argmax(-1)[pairs:]  # (B,) prompt lengths
+        assert computed is not None
+        assert computed.tolist() == [*per_row[:pairs].tolist(), *(per_row[pairs:] - prompts).tolist()]
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -95,9 +95,29 @@ def test_logits_exist_only_chunk_by_chunk(monkeypatch):
     assert len(shapes) == 2 * 5  # 5 chunks forward, 5 recomputed backward
 
 
-def test_auto_chunk_size_shrinks_with_the_vocabulary():
-    assert auto_chunk_size(8192) == 1024 and auto_chunk_size(131072) == 64
-    assert auto_chunk_size(10**9) == 1
+def test_auto_chunk_size_shrinks_with_the_vocabulary_down_to_a_floor_and_balances_chunks():
+    assert auto_chunk_size(8192) == 4096 and auto_chunk_size(131072) == 256 and auto_chunk_size(151936) == 220
+    assert auto_chunk_size(10**9) == fused_head.MIN_CHUNK_ROWS  # short GEMMs waste the matmul units
+    assert auto_chunk_size(151936, tokens=564) == 188  # 3 chunks of 188, not 220 + 220 + 124
+    assert auto_chunk_size(151936, tokens=100) == 100 and auto_chunk_size(151936, tokens=0) == 1
+
+
+def test_a_narrower_stored_head_is_upcast_slice_by_slice(monkeypatch):
+    """A bf16-stored head under fp32 hidden states (a bf16 reference computed in fp32): the same values as the
+    head upcast whole, without a full-precision copy of it."""
+    monkeypatch.setattr(fused_head, "UPCAST_SLICE_ROWS", 16)
+    hidden, weight, b, labels, _ = inputs(k=9, h=8, v=50, bias=True)
+    stored, stored_bias = weight.detach().bfloat16(), b.detach().bfloat16()
+    casts = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: casts.append(tuple(t.shape)) or to(t, *a, **k))
+    with torch.no_grad():
+        out = fused_head_logps(hidden.detach(), stored, stored_bias, labels, with_stats=True)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    assert (50, 8) not in casts and (16, 8) in casts  # never the whole (V, H) head
+    ref = reference_head_logps(hidden.detach(), stored.float(), stored_bias.float(), labels, with_stats=True)
+    for name in ("logps", "mean_logits", "entropy"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=1e-6, atol=1e-6, msg=name)
 
 
 def test_no_tokens():

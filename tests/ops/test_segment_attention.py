@@ -58,6 +58,29 @@ def test_spans_match_a_dense_mask_values_and_gradients(window):
         torch.testing.assert_close(a, b)
 
 
+def test_grouped_query_heads_are_never_repeated_and_slices_are_not_per_span(monkeypatch):
+    """The fast path: SDPA takes the key/value heads as they are, and each tensor is split once (a slice per
+    span would zero-fill a full-row gradient per span in backward)."""
+    import lightning_dpo.ops.segment_attention as sa
+
+    if not sa._SDPA_GQA:
+        pytest.skip("torch < 2.5 has no enable_gqa")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("repeat_interleave on the fast path")
+
+    monkeypatch.setattr(torch.Tensor, "repeat_interleave", refuse)
+    splits = []
+    split = torch.Tensor.split
+    monkeypatch.setattr(torch.Tensor, "split", lambda t, *a, **k: splits.append(1) or split(t, *a, **k))
+    s = SPANS[-1][1]
+    q, k, v = (torch.randn(1, h, s, 8, requires_grad=True) for h in (4, 2, 2))
+    out, _ = segment_attention_forward(_Attention(), q, k, v, None, lightning_dpo_spans=SPANS)
+    out.sum().backward()
+    assert len(splits) == 3  # query, key, value: once each
+    assert q.grad is not None and k.grad.shape == k.shape
+
+
 def test_without_spans_it_is_sdpa():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 

@@ -88,7 +88,7 @@ def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, embedded_model_dir
     assert torch.equal(again.reference.table, first.reference.table)
 
     changes = [
-        (module(tiny_model_dir, cache), make_data(max_prompt_length=8)),  # tokens
+        (module(tiny_model_dir, cache), make_data(max_length=20, max_prompt_length=None)),  # tokens (pairs cut to 20)
         (module(tiny_model_dir, cache, loss={"ld_alpha": 0.5}), make_data()),  # LD-DPO sums
         (module(tiny_model_dir, cache, reference={"model_name_or_path": str(embedded_model_dir)}), make_data()),
     ]
@@ -98,7 +98,7 @@ def test_cache_hit_and_invalidation(tmp_path, tiny_model_dir, embedded_model_dir
         fit(changed_module, changed_data, steps=1)
         assert count_passes and changed_module.reference.key not in keys
         keys.add(changed_module.reference.key)
-    assert len(list(cache.glob("*.pt"))) == 4
+    assert len(list(cache.glob("*.logps"))) == 4
 
 
 def test_resume_keeps_the_key_and_recomputes_from_the_source_when_the_cache_is_gone(
@@ -110,7 +110,7 @@ def test_resume_keeps_the_key_and_recomputes_from_the_source_when_the_cache_is_g
     _, uninterrupted = fit(straight, make_data(), steps=6, root=tmp_path / "a", checkpoints=[every_3])
     (mid,) = [p for p in (tmp_path / "ckpt").glob("*.ckpt") if "step=3" in p.name]  # mid-epoch: 12 batches
     assert torch.load(mid, weights_only=True)["reference_state"]["key"] == straight.reference.key
-    for f in cache.glob("*.pt"):
+    for f in cache.glob("*.logps"):
         f.unlink()  # the cache is gone: the table must come from the model source, not the trained policy
     count_passes.clear()
     resumed = module(tiny_model_dir, cache)
@@ -118,6 +118,65 @@ def test_resume_keeps_the_key_and_recomputes_from_the_source_when_the_cache_is_g
     assert count_passes and resumed.reference.key == straight.reference.key
     assert torch.allclose(resumed.reference.table, straight.reference.table, atol=1e-6)
     assert after.losses == pytest.approx(uninterrupted.losses[3:], abs=1e-6)
+
+
+def _table_file(cache):
+    (path,) = cache.glob("*.logps")
+    return path
+
+
+def _rewrite_payload(path, change):
+    """Rewrite the table file with a valid header around a changed payload (only a foreign or crafted file
+    can pass the checksum)."""
+    import io
+
+    from lightning_dpo import storage
+
+    stored = torch.load(io.BytesIO(storage.read_checked(path, precomputed.FILE_KIND)), weights_only=True)
+    buffer = io.BytesIO()
+    torch.save(change(stored), buffer)
+    storage.write_checked(path, buffer.getvalue(), precomputed.FILE_KIND)
+
+
+class Payload:
+    """Pickled code: unpickling it would create the file ``Payload.marker``."""
+
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(Payload.marker), "w"))
+
+
+DAMAGE = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:-100]),
+    "garbled": lambda p: p.write_bytes(p.read_bytes()[:-50] + bytes(50)),
+    "plain torch file": lambda p: torch.save(torch.zeros(64, 2), p),
+    "foreign key": lambda p: _rewrite_payload(p, lambda s: {**s, "key": "0" * 32}),
+    "pickled code": lambda p: _rewrite_payload(p, lambda s: {**s, "table": Payload()}),
+}
+
+
+def test_a_damaged_or_crafted_table_is_reported_and_recomputed(tmp_path, tiny_model_dir, count_passes, make_data, fit):
+    cache = tmp_path / "cache"
+    first = module(tiny_model_dir, cache)
+    fit(first, make_data(), steps=1)
+    path, good = _table_file(cache), _table_file(cache).read_bytes()
+    Payload.marker = tmp_path / "pwned"
+    for name, damage in DAMAGE.items():  # each kind of damage, at the read
+        path.write_bytes(good)
+        damage(path)
+        with pytest.warns(UserWarning, match=rf"reference log-prob cache {path} is unusable"):
+            assert first.reference._read_cache(path, 64) is None, name
+    assert not Payload.marker.exists()  # the pickled payload never ran
+
+    path.write_bytes(good)
+    DAMAGE["garbled"](path)
+    count_passes.clear()
+    again = module(tiny_model_dir, cache)  # a whole run on the damaged file
+    with pytest.warns(UserWarning, match=rf"reference log-prob cache {path} is unusable"):
+        fit(again, make_data(), steps=1)
+    assert count_passes and torch.equal(again.reference.table, first.reference.table)  # recomputed
+    assert path.read_bytes() == good  # and written back whole
 
 
 def test_tr_dpo_is_refused():
@@ -157,4 +216,4 @@ def test_ddp_two_processes_compute_shares_of_one_table(tmp_path, tiny_model_dir,
     single = module(tiny_model_dir, tmp_path / "single-cache")
     fit(single, make_data(), steps=1)
     assert torch.allclose(torch.load(out, weights_only=True), single.reference.table.cpu(), atol=1e-5)
-    assert len(list(cache.glob("*.pt"))) == 1  # rank 0 wrote it once
+    assert len(list(cache.glob("*.logps"))) == 1  # rank 0 wrote it once

@@ -4,6 +4,7 @@ the ZeRO-3 reference, export guards."""
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -72,9 +73,46 @@ def test_zero3_reference_is_loaded_again_not_copied(model):
     assert plain.model is not model
 
 
-def test_zero3_context_is_a_no_op_elsewhere():
-    with hf_deepspeed_zero3(None):
-        pass
+def _strategy(class_name: str, config: dict | None) -> object:
+    """A stand-in with a strategy's class name and DeepSpeed config, read as ``zero3_enabled`` reads the real ones."""
+    return type(class_name, (), {"config": config})()
+
+
+ZERO3 = {"zero_optimization": {"stage": 3}}
+
+
+@pytest.fixture
+def held_configs(monkeypatch) -> list:
+    """The configs the context hands to transformers' ``HfDeepSpeedConfig`` (recorded, not built: no deepspeed)."""
+    held = []
+    monkeypatch.setattr("transformers.integrations.HfDeepSpeedConfig", lambda config: held.append(config))
+    return held
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        None,
+        _strategy("DDPStrategy", None),
+        _strategy("DeepSpeedStrategy", {"zero_optimization": {"stage": 2}}),
+        _strategy("FSDPStrategy", ZERO3),  # a ZeRO-3-looking config on another strategy
+    ],
+    ids=["none", "ddp", "zero2", "not-deepspeed"],
+)
+def test_zero3_context_is_a_no_op_elsewhere(strategy, held_configs, tiny_model_dir, model):
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    with hf_deepspeed_zero3(strategy):
+        assert not is_deepspeed_zero3_enabled()
+        inside = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert held_configs == []
+    assert all(torch.equal(a, b) for a, b in zip(inside.state_dict().values(), model.state_dict().values()))
+
+
+def test_zero3_context_hands_the_strategy_s_config_to_transformers(held_configs):
+    strategy = _strategy("DeepSpeedStrategy", ZERO3)
+    with hf_deepspeed_zero3(strategy):
+        assert held_configs == [strategy.config]
 
 
 def test_merging_a_sharded_lora_policy_is_refused_with_a_fix(tmp_path, tiny_model_dir):

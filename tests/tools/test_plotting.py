@@ -82,6 +82,23 @@ def test_plot_from_metrics_csv_through_the_command(tmp_path, capsys):
     assert _is_png(tmp_path / "other.png")
 
 
+def test_plot_finds_the_newest_run_below_the_trainer_s_root_dir(tmp_path, capsys):
+    """``lightning-dpo plot DIR`` with DIR = default_root_dir, the folder that holds lightning_logs/."""
+    for version in (0, 2, 1):
+        run = tmp_path / "lightning_logs" / f"version_{version}"
+        (run / "checkpoints").mkdir(parents=True)
+        rows = [{k: v for k, v in r.items() if k != "lr-AdamW"} | {"train/learning_rate": 1e-4} for r in _metrics()]
+        _write_csv(run / "metrics.csv", rows)
+    (tmp_path / "hf_model").mkdir()  # what an export beside the logs looks like: not a run
+    newest = tmp_path / "lightning_logs" / "version_2"
+    assert find_run_dir(tmp_path) == newest
+    assert main(["plot", str(tmp_path)]) == 0
+    assert _is_png(newest / "metrics.png") and str(newest / "metrics.png") in capsys.readouterr().out
+    assert "train/learning_rate" in read_metrics(newest)
+    with pytest.raises(FileNotFoundError, match="no metrics in or below"):
+        find_run_dir(tmp_path / "hf_model")
+
+
 def test_plot_from_tensorboard_events(tmp_path):
     pytest.importorskip("tensorboard")
     from lightning_dpo.namespace import pl
