@@ -37,7 +37,7 @@ def resolve_model(spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    config = parser.instantiate_classes(parser.parse_args(argv))
+    config = parser.instantiate(parser.parse_args(argv))
     kwargs = {k: v for k, v in vars(config).items() if k not in ("config", "model", "__path__")}
     generate_pairs(resolve_model(config.model), **kwargs)
     return 0

@@ -338,7 +338,16 @@ def generate_pairs(
     trainer.predict(module, return_predictions=False)
     if not trainer.is_global_zero:
         return {}
-    return merge(files, prompt_set, settings, pairs, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    new = len(prompt_set) - already
+    throughput = {
+        "prompts": new,
+        "seconds": round(seconds, 2),
+        "prompts_per_s": round(new / seconds, 3),
+        "samples_per_s": round(new * samples_per_prompt / seconds, 3),
+        "devices": trainer.world_size,
+    }
+    return merge(files, prompt_set, settings, pairs, throughput)
 
 
 def _spec(value: Any) -> str:
@@ -432,7 +441,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def merge(
-    files: dict[str, Path], prompt_set: PromptSet, settings: dict[str, Any], rule: PairSettings, seconds: float
+    files: dict[str, Path],
+    prompt_set: PromptSet,
+    settings: dict[str, Any],
+    rule: PairSettings,
+    throughput: dict[str, Any],
 ) -> dict[str, Any]:
     """Rank 0: the part files -> the pairs file, the samples file and the meta file; then the parts go."""
     groups: dict[int, dict[str, Any]] = {}
@@ -474,15 +487,24 @@ def merge(
         "counts": counts.to_dict(),
         "prompts_report": prompt_set.tally,
         "files": {k: str(v.name) for k, v in files.items() if k != "parts"},
-        "seconds": round(seconds, 2),
+        "throughput": throughput,
     }
     atomic_write(
         files["meta"], yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).encode()
     )  # last: the run is done
     shutil.rmtree(files["parts"], ignore_errors=True)
-    print(f"wrote {files['pairs']}: {counts.summary()}", flush=True)
+    print(
+        f"wrote {files['pairs']}: {counts.summary()}; sampled {throughput['prompts']} prompts x "
+        f"{settings['samples_per_prompt']} in {throughput['seconds']} s ({throughput['prompts_per_s']} prompts/s on "
+        f"{throughput['devices']} device(s))",
+        flush=True,
+    )
     _require_pairs(counts, settings)
-    return {"counts": counts.to_dict(), "files": {k: str(v) for k, v in files.items() if k != "parts"}}
+    return {
+        "counts": counts.to_dict(),
+        "throughput": throughput,
+        "files": {k: str(v) for k, v in files.items() if k != "parts"},
+    }
 
 
 def _completion(prompt: Prompt, text: str) -> Any:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lightning_dpo.errors import UserError
 from lightning_dpo.evaluation.judges import Judge
 from lightning_dpo.evaluation.rewards import RewardFn, load_reward
 from lightning_dpo.settings import import_object
@@ -36,7 +37,7 @@ Scores = list[list[float | None]]
 """One score per sample, per prompt: ``None`` where the sample is left unscored."""
 
 
-class ScoringError(ValueError):
+class ScoringError(UserError, ValueError):
     """A reward or judge gave something that cannot be trained on; the message names the prompt."""
 
 
