@@ -100,7 +100,10 @@ def test_a_killed_run_resumes_without_duplicates_or_losses(uninterrupted, tmp_pa
 
     with pytest.raises(ValueError, match="other settings.*seed"):
         run(out, sampling=SamplingSettings(max_new_tokens=32, seed=1))
-    summary = run(out)
+    reward = Reward()
+    summary = run(out, reward=reward)
+    # Only the batches with prompts not done are sampled again: batch 1 (its last line was cut) and batch 2.
+    assert reward.calls == 2
     assert out.read_bytes() == whole.read_bytes()  # as if it had never stopped
     assert gzip.decompress(output_files(out)["samples"].read_bytes()) == gzip.decompress(
         output_files(whole)["samples"].read_bytes()
