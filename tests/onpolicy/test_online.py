@@ -108,3 +108,19 @@ def test_the_command_on_two_ddp_processes(tmp_path):
     train = [r for r in rows if r.get("train/objective/kl")]
     assert len(train) == 2 and all(float(r["train/samples/pairs"]) >= 1 for r in train)
     assert any(r.get("val/objective/scores") for r in rows)
+    assert (tmp_path / "polite" / "version_0" / "hf_model" / "config.json").is_file()  # the config exports
+
+
+def test_a_checkpoint_restores_the_online_settings(tmp_path):
+    m = module(samples_per_prompt=3, missing_eos_penalty=0.5, loss={"type": "ipo", "beta": 0.2})
+    dm = PromptDataModule(dataset="embedded:polite", num_prompts=8, batch_size=2, val_size=0, val_split="train")
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, limit_val_batches=0)
+    trainer.fit(m, dm)
+    trainer.save_checkpoint(tmp_path / "online.ckpt")
+    loaded = OnlineDPOModule.load_from_checkpoint(tmp_path / "online.ckpt", weights_only=True)
+    assert (loaded.k, loaded.missing_eos_penalty, loaded.loss_settings.type) == (3, 0.5, "ipo")
+    assert (loaded.scoring_settings, loaded.sampling, loaded.pair_settings) == (
+        m.scoring_settings,
+        m.sampling,
+        m.pair_settings,
+    )
