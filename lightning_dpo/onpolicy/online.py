@@ -44,7 +44,7 @@ from lightning_dpo.losses import get_loss_spec
 from lightning_dpo.models import load_tokenizer
 from lightning_dpo.module import DPOModule
 from lightning_dpo.onpolicy.pairing import PairCounts, PairSettings, pair_group
-from lightning_dpo.onpolicy.sampling import SampleGroup, derive_seed, sample_groups
+from lightning_dpo.onpolicy.sampling import SampleGroup, check_room, context_length, derive_seed, sample_groups
 from lightning_dpo.onpolicy.scoring import Scorer, ScoringSettings
 from lightning_dpo.settings import as_dict, as_settings
 
@@ -109,6 +109,21 @@ class OnlineDPOModule(DPOModule):
         super().configure_model()
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.hparams.model_name_or_path)
+
+    def on_fit_start(self) -> None:
+        """Before any step: every prompt must leave room for ``max_new_tokens`` in the model's context."""
+        super().on_fit_start()
+        datamodule = self.trainer.datamodule
+        for prompts in (getattr(datamodule, "train_prompts", None), getattr(datamodule, "val_prompts", None)):
+            if prompts is not None:
+                items = prompts.prompts
+                check_room(
+                    [len(p.ids) for p in items],
+                    [p.location for p in items],
+                    self.sampling.max_new_tokens,
+                    context_length(self.policy),
+                    self.hparams.model_name_or_path,
+                )
 
     # -- sampling, scoring, pairing ----------------------------------------------------------------------
 

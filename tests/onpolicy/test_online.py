@@ -84,6 +84,11 @@ def test_losses_and_reference_modes_of_the_registry(loss, reference):
     assert ("train/objective/kl" in logged) == (reference == "frozen")
 
 
+def test_a_prompt_without_room_for_the_samples_names_the_prompt():
+    with pytest.raises(ValueError, match=r"prompt .*train.jsonl:\d+ has \d+ tokens: with max_new_tokens=250"):
+        fit(module(sampling=SamplingSettings(max_new_tokens=250)))
+
+
 def test_precomputed_references_are_refused():
     with pytest.raises(ValueError, match="precomputed.*online DPO samples new completions"):
         module(reference={"mode": "precomputed"})
