@@ -223,8 +223,9 @@ class OnlineDPOModule(DPOModule):
                 values["objective/kl"] = kl
                 values["objective/non_score_reward"] = -beta * kl
                 values["objective/rlhf_reward"] = values["objective/scores"] - beta * kl
+        sync = self.trainer.world_size > 1  # the mean over ranks, as TRL gathers them
         for name, value in values.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=len(groups))
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=len(groups), sync_dist=sync)
 
     def dpo_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
         loss, stats = super().dpo_step(batch)
