@@ -10,6 +10,7 @@ from lightning_dpo.callbacks import (
     ThroughputCallback,
 )
 from lightning_dpo.data import PreferenceDataModule, RankingDataModule, UnpairedDataModule
+from lightning_dpo.data.prompt_datamodule import PromptDataModule
 from lightning_dpo.logps import LogpsOptions
 from lightning_dpo.losses import (
     LOSSES,
@@ -22,11 +23,14 @@ from lightning_dpo.losses import (
 )
 from lightning_dpo.module import DPOModule
 from lightning_dpo.nonfinite import NonFiniteError, NonFiniteSettings
+from lightning_dpo.onpolicy.online import OnlineDPOModule
 from lightning_dpo.reference import REFERENCES, ReferenceSettings, register_reference
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "OnlineDPOModule",
+    "PromptDataModule",
     "AtomicCheckpointIO",
     "LOSSES",
     "REFERENCES",

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MANIFEST = "manifest.json"
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
@@ -80,6 +80,45 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], obj
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """Like :func:`atomic_write`, for writers that need a file name (a Parquet writer, gzip): ``write(tmp)``
+    fills a temporary file beside ``path``, which is flushed to disk and renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_path(path)
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def append_records(stream: BinaryIO, records: list[dict[str, Any]]) -> None:
+    """Append JSON records to an open binary file in one write, then flush them to disk: after a kill the
+    file ends with whole records and at most one partial line (which :func:`complete_records` ignores)."""
+    if not records:
+        return
+    stream.write(b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records))
+    stream.flush()
+    os.fsync(stream.fileno())
+
+
+def complete_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The whole JSON records of an append-only log (:func:`append_records`); a last line that a kill cut
+    short (no newline, or not JSON) is not a record."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                return
+            try:
+                yield json.loads(raw)
+            except json.JSONDecodeError:
+                continue
 
 
 def publish_directory(staging: str | os.PathLike, final: str | os.PathLike, replace: bool = False) -> bool:

@@ -25,6 +25,7 @@ LAYERS = [
     {"reference"},  # reference strategies
     {"module"},  # DPOModule
     {"callbacks"},  # callbacks built on the module's interface and the evaluation library
+    {"onpolicy"},  # on-policy pairs, online DPO: sampling and scoring inside training and generation jobs
     {"tools"},  # applications: the frontier, plots
     {"tasks"},  # bundled tasks: their data, rewards and judges
     {"commands"},  # one module per lightning-dpo subcommand

@@ -22,6 +22,9 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("lightning_dpo.commands.fit:predict", "score pairs: rewards, margins, log-probs (LightningCLI)"),
     "data": Command("lightning_dpo.commands.data:main", "a dry run of the data pipeline: its report"),
     "evaluate": Command("lightning_dpo.commands.evaluate:main", "the reward-KL frontier and win rates of models"),
+    "generate": Command("lightning_dpo.commands.generate:main", "preference pairs from a model's own samples, scored"),
+    "online": Command("lightning_dpo.commands.online:main", "online DPO: pairs sampled and scored every step"),
+    "iterate": Command("lightning_dpo.commands.iterate:main", "iterative DPO: rounds of generate, fit, evaluate"),
     "plot": Command("lightning_dpo.commands.plot:main", "a run's logged metrics as one PNG"),
     "plan": Command("lightning_dpo.commands.plan:main", "will it fit? peak memory per device and FLOPs per step"),
 }
