@@ -13,6 +13,7 @@ step runs a prompt once for four completions where the two pairwise steps run it
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"listwise K=4 step:           {one * 1e3:8.1f} ms")
     print(f"two pairwise steps (c0>c1, c2>c3): {two * 1e3:8.1f} ms")
     print(f"ratio listwise / two pairwise: {one / two:.2f}")
+    if args.hidden:
+        shutil.rmtree(model, ignore_errors=True)
 
 
 if __name__ == "__main__":

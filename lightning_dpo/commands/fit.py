@@ -77,12 +77,12 @@ def run(subcommand: str, argv: list[str]) -> int:
     from_console = sys.argv[1:] in (command_line, [])
     args = with_default_config(command_line)
     refuse_renamed_keys(args)
-    data_classes = names_data_class(args)
+    extra = {"data_classes": True} if names_data_class(args) else {}
     if from_console:
         sys.argv[1:] = args  # LightningCLI warns when given args= beside a real command line
-        DPOCLI(data_classes=data_classes)
+        DPOCLI(**extra)
     else:
-        DPOCLI(args=args, data_classes=data_classes)
+        DPOCLI(args=args, **extra)
     return 0
 
 
