@@ -21,7 +21,7 @@ in the next: the end of the forward (activations, the head's blocks), the start 
 head's gradient accumulator), the end of backward (all gradients, a tied embedding's two dense gradient
 halves) and the optimizer step (gradients, the optimizer's temporaries). On a CPU, glibc's heap keeps some of
 what a moment frees (``allocator_slack``, measured). Validated against measured peak RSS
-(``benchmarks/validate_plan.py``; README).
+(``benchmarks/validate_plan.py``; docs/performance.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ them), from ``--prompt-tokens`` / ``--completion-tokens``, or else the worst cas
 
 The peak is for the worst micro-batch (every pair at the ``--lengths`` percentile, ``max`` by default); the
 FLOPs for a typical one (p50). The model behind it is :mod:`lightning_dpo.plan`, validated against measured
-peak RSS on a CPU (README, Performance); GPU-side constants (CUDA context, NCCL buffers, the caching
+peak RSS on a CPU (docs/performance.md); GPU-side constants (CUDA context, NCCL buffers, the caching
 allocator's fragmentation) are estimates.
 """
 

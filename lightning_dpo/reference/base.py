@@ -58,7 +58,7 @@ class ReferenceSettings:
     """The ``frozen`` reference's weight dtype: ``None`` (as loaded, the policy's), or ``bfloat16`` (half its
     memory). On a GPU it then computes in bf16; on a CPU its weights are stored in bf16 and computed in fp32
     module by module (AVX2 CPUs have no fast bf16 matmul). Log-prob maths stay in fp32 either way; the
-    reference's log-probs move by the rounding of its weights (measured in the README)."""
+    reference's log-probs move by the rounding of its weights (measured in docs/performance.md, "Memory options")."""
 
 
 class Reference(nn.Module):
