@@ -8,7 +8,7 @@ import yaml
 from common import CONFIGS
 
 from lightning_dpo import DPOModule, PreferenceDataModule
-from lightning_dpo.commands.fit import DPOCLI
+from lightning_dpo.commands.fit import DPOCLI, names_data_class
 from lightning_dpo.namespace import pl
 from lightning_dpo.sharding import DPOAutoWrapPolicy
 
@@ -22,7 +22,8 @@ class Parsed(DPOCLI):
 
 
 def parse(name: str, *args: str) -> Parsed:
-    return Parsed(args=["--config", str(CONFIGS / name), *args], run=False)
+    argv = ["--config", str(CONFIGS / name), *args]
+    return Parsed(args=argv, run=False, data_classes=names_data_class(argv))  # as `lightning-dpo fit` does
 
 
 def build_trainer(cli: Parsed, **overrides) -> pl.Trainer:
@@ -37,7 +38,13 @@ def test_every_config_parses_and_instantiates(name):
         pytest.importorskip("deepspeed")
     config = yaml.safe_load((CONFIGS / name).read_text())
     cli = parse(name)
-    assert isinstance(cli.model, DPOModule) and isinstance(cli.datamodule, PreferenceDataModule)
+    data = config["data"]
+    if "class_path" in data:  # a data module picked by class (rankings, KTO): that class, with its init_args
+        assert type(cli.datamodule).__name__ == data["class_path"].rsplit(".", 1)[-1]
+        data = data.get("init_args", {})
+    else:
+        assert isinstance(cli.datamodule, PreferenceDataModule)
+    assert isinstance(cli.model, DPOModule)
     model = config["model"]
     assert cli.model.hparams.model_name_or_path == model["model_name_or_path"]
     groups = {
@@ -51,7 +58,7 @@ def test_every_config_parses_and_instantiates(name):
     for key in ("lora", "dtype", "gradient_checkpointing", "attn_implementation"):
         if key in model:
             assert cli.model.hparams[key] == model[key], (name, key)
-    for key, value in config["data"].items():
+    for key, value in data.items():
         assert cli.datamodule.hparams[key] == value, (name, "data", key)
     trainer = cli.trainer_config
     strategy = config["trainer"].get("strategy", "auto")  # the single-device configs leave it to Lightning
@@ -63,7 +70,7 @@ def test_every_config_parses_and_instantiates(name):
         if key in config["trainer"]:
             assert trainer[key] == config["trainer"][key], (name, key)
     callbacks = [c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"].get("callbacks", [])]
-    assert [type(c).__name__ for c in trainer.get("callbacks", [])] == callbacks
+    assert [type(c).__name__ for c in trainer.get("callbacks") or []] == callbacks
     assert "LearningRateMonitor" not in callbacks  # it fails a run with --trainer.logger false; the module logs lr
 
 
