@@ -300,16 +300,11 @@ class PreferenceDataModule(pl.LightningDataModule):
         return max(int(column(data, "length").max()) for data in (self.train_data, self.val_data) if len(data))
 
     def _tokenizer_source(self) -> str:
-        if self.hparams.tokenizer_name_or_path is not None:
-            return self.hparams.tokenizer_name_or_path
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        model_source = getattr(module, "hparams", {}).get("model_name_or_path")
-        if model_source is None:
-            raise ValueError(
-                "PreferenceDataModule needs a tokenizer: set tokenizer_name_or_path, or attach it to a Trainer "
-                "with a DPOModule so that the model's own tokenizer is used"
-            )
-        return model_source
+        return tokenizer_source(
+            self,
+            "PreferenceDataModule needs a tokenizer: set tokenizer_name_or_path, or attach it to a Trainer "
+            "with a DPOModule so that the model's own tokenizer is used",
+        )
 
     def _split_sources(self) -> tuple[list[SplitSource], list[SplitSource] | None]:
         """The train sources, and the validation sources (None: carve validation out of train)."""
@@ -486,3 +481,15 @@ def _apply_weights(data: datasets.Dataset, sources: list[SplitSource], seed: int
         if extra:
             picked.append(np.random.default_rng([seed, i]).choice(rows, extra, replace=False))
     return data.select(np.sort(np.concatenate(picked)) if picked else [])
+
+
+def tokenizer_source(data: pl.LightningDataModule, missing: str) -> str:
+    """The data module's ``tokenizer_name_or_path``, else its Trainer's module's ``model_name_or_path`` (the
+    model's own tokenizer); ``missing`` is the error when there is neither."""
+    if data.hparams.tokenizer_name_or_path is not None:
+        return data.hparams.tokenizer_name_or_path
+    module = data.trainer.lightning_module if data.trainer is not None else None
+    source = getattr(module, "hparams", {}).get("model_name_or_path")
+    if source is None:
+        raise ValueError(missing)
+    return source

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
+from lightning_dpo.data.datamodule import tokenizer_source
 from lightning_dpo.data.formats import check_columns
 from lightning_dpo.data.prompts import Prompt, PromptSet, build_prompts, carve, dropped_summary, read_prompt_rows
 from lightning_dpo.data.sampler import PairSampler
@@ -182,16 +183,11 @@ class PromptDataModule(pl.LightningDataModule):
         return (hp.dataset, name) if name is not None else (None, None)
 
     def _tokenizer_source(self) -> str:
-        if self.hparams.tokenizer_name_or_path is not None:
-            return self.hparams.tokenizer_name_or_path
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        source = getattr(module, "hparams", {}).get("model_name_or_path")
-        if source is None:
-            raise ValueError(
-                "PromptDataModule needs a tokenizer: set tokenizer_name_or_path, or attach it to a Trainer with a "
-                "module that has model_name_or_path (OnlineDPOModule)"
-            )
-        return source
+        return tokenizer_source(
+            self,
+            "PromptDataModule needs a tokenizer: set tokenizer_name_or_path, or attach it to a Trainer with a "
+            "module that has model_name_or_path (OnlineDPOModule)",
+        )
 
     # -- loaders -------------------------------------------------------------------------------------
 
