@@ -33,19 +33,7 @@ class PreferenceCollator:
     def __call__(self, pairs: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, Tensor]:
         rows = [(p["prompt_input_ids"], p["chosen_input_ids"]) for p in pairs]
         rows += [(p["prompt_input_ids"], p["rejected_input_ids"]) for p in pairs]
-        width = max(len(prompt) + len(completion) for prompt, completion in rows)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (prompt, completion) in enumerate(rows):
-            end = len(prompt) + len(completion)
-            input_ids[i, :end] = torch.tensor([*prompt, *completion], dtype=torch.long)
-            attention_mask[i, :end] = 1
-            completion_mask[i, len(prompt) : end] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+        batch = pad_rows(rows, self.pad_token_id, self.pad_to_multiple_of)
         if pairs and "pair_index" in pairs[0]:
             batch["pair_index"] = torch.tensor([p["pair_index"] for p in pairs], dtype=torch.long)
         return batch

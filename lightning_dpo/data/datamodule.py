@@ -8,7 +8,6 @@ train_dataloader               StatefulDataLoader + PairSampler (seeded, sharded
 from __future__ import annotations
 
 import contextlib
-import random
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,13 +29,14 @@ from lightning_dpo.data.report import flatten_report, marked_example, skipped_wa
 from lightning_dpo.data.sampler import PairSampler
 from lightning_dpo.data.sources import (
     MAX_RECORD_CHARS,
-    VALIDATION_SPLIT_NAMES,
     DataSource,
     as_sources,
     describe_dataset,
     fingerprint,
     read_splits,
+    sources_as_hparams,
 )
+from lightning_dpo.data.splits import carve_indices, find_validation
 from lightning_dpo.data.templates import resolve_chat_template
 from lightning_dpo.data.truncation import TokenSettings, TruncationMode
 from lightning_dpo.embedded import DEFAULT_DATASET
@@ -142,8 +142,8 @@ class PreferenceDataModule(pl.LightningDataModule):
             check_columns(source.columns)
         # Checkpoints keep only primitives (they load with weights_only=True): sources as plain dicts.
         self.save_hyperparameters(ignore=["dataset", "val_dataset"])
-        self.hparams["dataset"] = _primitive(dataset)
-        self.hparams["val_dataset"] = _primitive(val_dataset)
+        self.hparams["dataset"] = sources_as_hparams(dataset)
+        self.hparams["val_dataset"] = sources_as_hparams(val_dataset)
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_data: datasets.Dataset | None = None
         self.val_data: datasets.Dataset | None = None
@@ -315,14 +315,14 @@ class PreferenceDataModule(pl.LightningDataModule):
             name = spec.split or hp.train_split
             train.append(_split_source(spec, name, _pick(splits, name, spec.path), hp.columns))
             if hp.val_dataset is None:
-                found = hp.val_split if hp.val_split is not None else _find_validation(splits)
+                found = hp.val_split if hp.val_split is not None else find_validation(splits)
                 if found is not None:
                     val.append(_split_source(spec, found, _pick(splits, found, spec.path), hp.columns, weight=1.0))
         for spec in as_sources(hp.val_dataset) if hp.val_dataset is not None else []:
             splits = read_splits(spec.path, spec.config or hp.dataset_config, hp.max_record_chars)
             name = spec.split or hp.val_split
             if name is None:
-                name = next(iter(splits)) if len(splits) == 1 else _find_validation(splits)
+                name = next(iter(splits)) if len(splits) == 1 else find_validation(splits)
             if name is None:
                 raise ValueError(f"val_dataset {spec.path!r} has splits {sorted(splits)}: set val_split")
             val.append(_split_source(spec, name, _pick(splits, name, spec.path), hp.columns, weight=1.0))
@@ -424,12 +424,6 @@ class PreferenceDataModule(pl.LightningDataModule):
         return self._loader(Subset(everything, share[:per_rank]), batch_size)
 
 
-def _primitive(dataset: Any) -> Any:
-    if dataset is None or isinstance(dataset, str):
-        return dataset
-    return [s.to_dict() for s in as_sources(dataset)]
-
-
 class NoUsablePairs(UserError, ValueError):
     """A split with no pair left to train or validate on; the message says what was dropped and why."""
 
@@ -453,18 +447,9 @@ def _pick(splits: dict[str, Any], name: str, source: str) -> Any:
     return splits[name]
 
 
-def _find_validation(splits: dict[str, Any]) -> str | None:
-    return next((name for name in VALIDATION_SPLIT_NAMES if name in splits), None)
-
-
 def _carve(data: datasets.Dataset, val_size: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Split off a validation set with a fixed seed: ``val_size`` is a fraction (< 1) or a count."""
-    n_val = round(val_size * len(data)) if val_size < 1 else int(val_size)
-    if not 0 < n_val < len(data):
-        raise ValueError(f"val_size={val_size} leaves no train or no validation pairs out of {len(data)}")
-    order = list(range(len(data)))
-    random.Random(seed).shuffle(order)
-    return data.select(sorted(order[n_val:])), data.select(sorted(order[:n_val]))
+    train, val = carve_indices(len(data), val_size, seed, unit="pairs")
+    return data.select(train), data.select(val)
 
 
 def _apply_weights(data: datasets.Dataset, sources: list[SplitSource], seed: int) -> datasets.Dataset:

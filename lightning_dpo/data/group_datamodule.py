@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +28,8 @@ from lightning_dpo.data.groups import (
     tokenize_rankings,
     tokenize_unpaired,
 )
-from lightning_dpo.data.sources import VALIDATION_SPLIT_NAMES, read_splits
+from lightning_dpo.data.sources import read_splits
+from lightning_dpo.data.splits import carve_indices, find_validation
 from lightning_dpo.data.truncation import TokenSettings, TruncationMode
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.models import load_tokenizer
@@ -101,13 +101,14 @@ class _GroupDataModule(pl.LightningDataModule):
         splits = read_splits(hp.dataset, hp.dataset_config)
         if hp.train_split not in splits:
             raise ValueError(f"dataset {hp.dataset!r} has no split {hp.train_split!r}; it has {sorted(splits)}")
-        val_name = hp.val_split or next((n for n in VALIDATION_SPLIT_NAMES if n in splits), None)
+        val_name = hp.val_split or find_validation(splits)
         if val_name is not None and val_name not in splits:
             raise ValueError(f"dataset {hp.dataset!r} has no split {val_name!r}; it has {sorted(splits)}")
         train = self._build("train", splits[hp.train_split])
         val = self._build("val", splits[val_name]) if val_name is not None else None
         if val is None:
-            train, val = _carve(train, hp.val_size, hp.seed)
+            kept, carved = carve_indices(len(train), hp.val_size, hp.seed)
+            train, val = [train[i] for i in kept], [train[i] for i in carved]
             self.data_report["val"] = {"carved_from_train": len(val)}
         self.train_data, self.val_data = train, val
         for split, data in (("train", train), ("val", val)):
@@ -258,13 +259,3 @@ class UnpairedDataModule(_GroupDataModule):
             "undesirable": len(items) - desirable,
         }
         return items
-
-
-def _carve(items: list[dict[str, Any]], val_size: float, seed: int) -> tuple[list, list]:
-    n_val = round(val_size * len(items)) if val_size < 1 else int(val_size)
-    if not 0 < n_val < len(items):
-        raise ValueError(f"val_size={val_size} leaves no train or no validation records out of {len(items)}")
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    val = set(order[:n_val])
-    return [x for i, x in enumerate(items) if i not in val], [x for i, x in enumerate(items) if i in val]

@@ -27,7 +27,8 @@ from lightning_dpo.data.datamodule import tokenizer_source
 from lightning_dpo.data.formats import check_columns
 from lightning_dpo.data.prompts import Prompt, PromptSet, build_prompts, carve, dropped_summary, read_prompt_rows
 from lightning_dpo.data.sampler import PairSampler
-from lightning_dpo.data.sources import VALIDATION_SPLIT_NAMES, DataSource, as_sources, read_splits
+from lightning_dpo.data.sources import DataSource, as_sources, read_splits, sources_as_hparams
+from lightning_dpo.data.splits import find_validation
 from lightning_dpo.data.templates import resolve_chat_template
 from lightning_dpo.embedded import DEFAULT_DATASET
 from lightning_dpo.models import load_tokenizer
@@ -111,8 +112,8 @@ class PromptDataModule(pl.LightningDataModule):
         super().__init__()
         check_columns(columns)
         self.save_hyperparameters(ignore=["dataset", "val_dataset"])
-        self.hparams["dataset"] = _primitive(dataset)
-        self.hparams["val_dataset"] = _primitive(val_dataset)
+        self.hparams["dataset"] = sources_as_hparams(dataset)
+        self.hparams["val_dataset"] = sources_as_hparams(val_dataset)
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_prompts: PromptSet | None = None
         self.val_prompts: PromptSet | None = None
@@ -172,14 +173,14 @@ class PromptDataModule(pl.LightningDataModule):
             if hp.val_split is not None:
                 return hp.val_dataset, hp.val_split
             splits = read_splits(as_sources(hp.val_dataset)[0].path, hp.dataset_config)
-            name = next(iter(splits)) if len(splits) == 1 else _find_validation(splits)
+            name = next(iter(splits)) if len(splits) == 1 else find_validation(splits)
             if name is None:
                 raise ValueError(f"val_dataset {hp.val_dataset!r} has splits {sorted(splits)}: set val_split")
             return hp.val_dataset, name
         if hp.val_split is not None:
             return hp.dataset, hp.val_split
         splits = read_splits(as_sources(hp.dataset)[0].path, hp.dataset_config)
-        name = _find_validation(splits)
+        name = find_validation(splits)
         return (hp.dataset, name) if name is not None else (None, None)
 
     def _tokenizer_source(self) -> str:
@@ -228,13 +229,3 @@ class PromptDataModule(pl.LightningDataModule):
 
 def _renumber(prompts: Sequence[Prompt]) -> list[Prompt]:
     return [p._replace(index=i) for i, p in enumerate(prompts)]
-
-
-def _find_validation(splits: dict[str, Any]) -> str | None:
-    return next((name for name in VALIDATION_SPLIT_NAMES if name in splits), None)
-
-
-def _primitive(dataset: Any) -> Any:
-    if dataset is None or isinstance(dataset, str):
-        return dataset
-    return [s.to_dict() for s in as_sources(dataset)]

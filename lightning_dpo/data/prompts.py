@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_dpo.data.formats import ChatExample, Example, Message, PreferenceExample, to_example
 from lightning_dpo.data.sources import InvalidJSON, PreferenceDataError, Row, as_sources, read_splits
+from lightning_dpo.data.splits import carve_indices
 from lightning_dpo.data.tokenize import tokenize_examples
 from lightning_dpo.data.truncation import EncodingProblem, TokenSettings, keep_prompt_end
 
@@ -226,10 +226,5 @@ def dropped_summary(tally: Mapping[str, Any]) -> str | None:
 
 def carve(prompts: Sequence[Prompt], size: float, seed: int) -> tuple[list[Prompt], list[Prompt]]:
     """Split off ``size`` prompts (a fraction < 1, or a count) for validation, seeded; indices are kept."""
-    n_val = round(size * len(prompts)) if size < 1 else int(size)
-    if not 0 < n_val < len(prompts):
-        raise ValueError(f"val_size={size} leaves no train or no validation prompts out of {len(prompts)}")
-    order = list(range(len(prompts)))
-    random.Random(seed).shuffle(order)
-    val = set(order[:n_val])
-    return [p for i, p in enumerate(prompts) if i not in val], [p for i, p in enumerate(prompts) if i in val]
+    train, val = carve_indices(len(prompts), size, seed, unit="prompts")
+    return [prompts[i] for i in train], [prompts[i] for i in val]

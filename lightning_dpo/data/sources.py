@@ -122,6 +122,14 @@ class DataSource:
         return asdict(self)
 
 
+def sources_as_hparams(dataset: Any) -> Any:
+    """``data.dataset`` as it is saved in hyperparameters and checkpoints: a string stays one, sources become
+    plain dicts (``None`` stays ``None``)."""
+    if dataset is None or isinstance(dataset, str):
+        return dataset
+    return [s.to_dict() for s in as_sources(dataset)]
+
+
 def as_sources(dataset: str | DataSource | Mapping | Iterable[DataSource | Mapping]) -> list[DataSource]:
     """``data.dataset`` in any accepted form -> a list of :class:`DataSource`."""
     if isinstance(dataset, str):
