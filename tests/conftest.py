@@ -61,6 +61,30 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_reward_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
+    """A randomly initialised 1-layer Llama sequence classifier (one label) with the embedded tokenizer: an
+    ``hf:`` reward model whose scores are real-valued and distinct."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-reward-model")
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A small train/val split of the bundled data, as a directory of jsonl files."""
     source = Path(resolve_dataset(DEFAULT_DATASET))
@@ -105,6 +129,14 @@ def make_data(tiny_data_dir, tiny_model_dir):
         return PreferenceDataModule(dataset=str(tiny_data_dir), tokenizer_name_or_path=tokenizer, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def train_batch(make_data) -> dict[str, torch.Tensor]:
+    """The first training batch of ``make_data()``: 4 pairs, chosen rows then rejected (data/collate.py)."""
+    data = make_data()
+    data.setup("fit")
+    return next(iter(data.train_dataloader()))
 
 
 @pytest.fixture

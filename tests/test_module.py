@@ -16,17 +16,10 @@ def adamw(params):
     return torch.optim.AdamW(params, lr=1e-2)
 
 
-@pytest.fixture
-def batch(make_data):
-    data = make_data()
-    data.setup("fit")
-    return next(iter(data.train_dataloader()))
-
-
-def test_policy_equal_to_reference_gives_ln2_and_zero_rewards(tiny_model_dir, batch):
+def test_policy_equal_to_reference_gives_ln2_and_zero_rewards(tiny_model_dir, train_batch):
     module = DPOModule(model_name_or_path=str(tiny_model_dir))
     module.configure_model()
-    loss, stats = module.dpo_step(batch)
+    loss, stats = module.dpo_step(train_batch)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-7)
     assert torch.equal(stats["rewards/margins"].values, torch.zeros(4))
     assert stats["rewards/accuracies"].values.sum() == 0  # ties count 0, as in TRL
@@ -91,11 +84,11 @@ class FirstLoss(pl.Callback):
             self.loss = outputs["loss"].item()
 
 
-def test_reference_free_mode_loads_no_reference(tiny_model_dir, batch):
+def test_reference_free_mode_loads_no_reference(tiny_model_dir, train_batch):
     module = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"mode": "none"})
     module.configure_model()
     assert not list(module.reference.parameters())
-    loss, stats = module.dpo_step(batch)
+    loss, stats = module.dpo_step(train_batch)
     chosen, rejected = stats["logps/chosen"].values, stats["logps/rejected"].values
     expected = -torch.nn.functional.logsigmoid(0.1 * (chosen - rejected)).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -114,14 +107,14 @@ def test_separate_reference_must_share_the_vocabulary(tmp_path, tiny_model_dir):
         module.configure_model()
 
 
-def test_separate_reference_is_loaded_and_frozen(tiny_model_dir, embedded_model_dir, batch):
+def test_separate_reference_is_loaded_and_frozen(tiny_model_dir, embedded_model_dir, train_batch):
     module = DPOModule(
         model_name_or_path=str(tiny_model_dir), reference={"model_name_or_path": str(embedded_model_dir)}
     )
     module.configure_model()
     assert module.reference.model.config.hidden_size != module.policy.config.hidden_size
     assert not any(p.requires_grad for p in module.reference.parameters())
-    loss, _ = module.dpo_step(batch)
+    loss, _ = module.dpo_step(train_batch)
     assert torch.isfinite(loss) and loss.item() != pytest.approx(math.log(2))
 
 

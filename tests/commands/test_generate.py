@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from lightning_dpo.commands.generate import main
@@ -106,26 +105,9 @@ def test_a_killed_run_resumed_on_two_ddp_processes_equals_an_uninterrupted_one(w
     assert not Path(f"{out}.parts").exists()
 
 
-def test_an_hf_reward_model_scores_the_samples(tmp_path, embedded_model_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    rm = tmp_path / "rm"
-    LlamaForSequenceClassification(config).save_pretrained(rm)
-    tokenizer.save_pretrained(rm)
+def test_an_hf_reward_model_scores_the_samples(tmp_path, tiny_reward_model_dir):
     out = tmp_path / "pairs.parquet"
-    args = [a if a != "killing_reward.reward" else f"hf:{rm}" for a in ARGS]
+    args = [a if a != "killing_reward.reward" else f"hf:{tiny_reward_model_dir}" for a in ARGS]
     assert main([DEFAULT_MODEL, "--output", str(out), *args]) == 0
     import datasets
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from lightning_dpo.evaluation.rewards import HFRewardModel, load_reward
 from lightning_dpo.tasks.politeness import politeness_reward
@@ -28,26 +27,9 @@ def test_load_reward_from_dotted_paths():
         load_reward("justaword")
 
 
-def test_hf_sequence_classification_reward(tmp_path, tiny_model_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-
-    reward = load_reward(f"hf:{tmp_path}")
-    assert isinstance(reward, HFRewardModel) and isinstance(load_reward(str(tmp_path)), HFRewardModel)
+def test_hf_sequence_classification_reward(tiny_reward_model_dir):
+    reward = load_reward(f"hf:{tiny_reward_model_dir}")
+    assert isinstance(reward, HFRewardModel) and isinstance(load_reward(str(tiny_reward_model_dir)), HFRewardModel)
     prompts, completions = ["\n\nHuman: Hi\n\nAssistant:"] * 3, [" Hello!", " Ugh.", " Hello there, how are you?"]
     batched = reward(prompts, completions)
     one_by_one = [reward([p], [c])[0] for p, c in zip(prompts, completions)]

@@ -20,34 +20,27 @@ def adamw(params):
     return torch.optim.AdamW(params, lr=1e-2)
 
 
-@pytest.fixture
-def batch(make_data):
-    dm = make_data()
-    dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
-
-
-def test_adapter_first_step_equals_frozen(tiny_model_dir, batch):
+def test_adapter_first_step_equals_frozen(tiny_model_dir, train_batch):
     frozen = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA)
     adapter = DPOModule(model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"})
     for m in (frozen, adapter):
         m.configure_model()
     assert not list(adapter.reference.parameters())  # no second copy of the base
-    loss_frozen, _ = frozen.dpo_step(batch)
-    loss_adapter, _ = adapter.dpo_step(batch)
+    loss_frozen, _ = frozen.dpo_step(train_batch)
+    loss_adapter, _ = adapter.dpo_step(train_batch)
     assert loss_adapter.item() == pytest.approx(math.log(2), abs=1e-7)
     assert loss_adapter.item() == pytest.approx(loss_frozen.item(), abs=1e-7)
 
 
 def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(
-    tmp_path, tiny_model_dir, tiny_data_dir, batch, make_data, make_trainer
+    tmp_path, tiny_model_dir, tiny_data_dir, train_batch, make_data, make_trainer
 ):
     module = DPOModule(
         model_name_or_path=str(tiny_model_dir), lora=LORA, reference={"mode": "adapter"}, optimizer=adamw
     )
     module.configure_model()
     base_before = {n: p.clone() for n, p in module.policy.named_parameters() if "lora_" not in n}
-    ref_before = module.reference.logps(batch, module.logps_options).logps
+    ref_before = module.reference.logps(train_batch, module.logps_options).logps
     trainer = make_trainer(max_steps=2)
     trainer.fit(module, make_data())
 
@@ -57,12 +50,12 @@ def test_adapter_trains_only_lora_and_checkpoints_hold_only_it(
         if "lora_" not in name:
             assert torch.equal(param, base_before[name])
     assert torch.allclose(
-        module.reference.logps(batch, module.logps_options).logps, ref_before
+        module.reference.logps(train_batch, module.logps_options).logps, ref_before
     )  # the base is the reference
     # The trained adapter moves the policy off the base. Two small AdamW steps move these ~1e2-nat log-probs by
     # ~1e-4 to 1e-3 (allclose's relative tolerance would call that equal, depending on the seed); an untrained,
     # zero-initialised LoRA B leaves them bitwise equal.
-    moved = (module.dpo_step(batch)[1]["logps/chosen"].values - ref_before[:4]).abs().max()
+    moved = (module.dpo_step(train_batch)[1]["logps/chosen"].values - ref_before[:4]).abs().max()
     assert moved > 1e-5, moved
 
     trainer.save_checkpoint(tmp_path / "adapter.ckpt")
@@ -152,7 +145,7 @@ def test_tr_dpo_needs_a_reference_model(mode):
 
 
 @pytest.mark.parametrize("merge", [False, True])
-def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch, merge, make_data, make_trainer):
+def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, train_batch, merge, make_data, make_trainer):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -168,8 +161,9 @@ def test_export_adapter_or_merged(tmp_path, tiny_model_dir, tiny_data_dir, batch
         loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), export)
     module.policy.eval()
     with torch.no_grad():
-        expected = module.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        got = loaded.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        inputs = {"input_ids": train_batch["input_ids"], "attention_mask": train_batch["attention_mask"]}
+        expected = module.policy(**inputs).logits
+        got = loaded.eval()(**inputs).logits
     assert torch.allclose(got, expected, atol=1e-5)
 
 

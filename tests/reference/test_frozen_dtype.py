@@ -12,15 +12,8 @@ from lightning_dpo.reference import ReferenceSettings
 from lightning_dpo.reference.base import make_reference
 
 
-@pytest.fixture
-def batch(make_data):
-    data = make_data()
-    data.setup("fit")
-    return next(iter(data.train_dataloader()))
-
-
 @pytest.mark.parametrize("fused_head", [True, False])
-def test_a_bf16_reference_is_fp32_maths_on_rounded_weights(tiny_model_dir, batch, fused_head):
+def test_a_bf16_reference_is_fp32_maths_on_rounded_weights(tiny_model_dir, train_batch, fused_head):
     narrow = DPOModule(model_name_or_path=str(tiny_model_dir), reference={"dtype": "bfloat16"})
     narrow.configure_model()
     assert all(p.dtype == torch.bfloat16 for p in narrow.reference.model.parameters())
@@ -34,13 +27,13 @@ def test_a_bf16_reference_is_fp32_maths_on_rounded_weights(tiny_model_dir, batch
         for p in rounded.reference.model.parameters():
             p.copy_(p.bfloat16().float())
     options = LogpsOptions(fused_head=fused_head)
-    got = narrow.reference.logps(batch, options)
-    expected = rounded.reference.logps(batch, options)
+    got = narrow.reference.logps(train_batch, options)
+    expected = rounded.reference.logps(train_batch, options)
     assert got.logps.dtype == torch.float32
     torch.testing.assert_close(got.logps, expected.logps, rtol=0, atol=1e-4)
     exact = DPOModule(model_name_or_path=str(tiny_model_dir))
     exact.configure_model()
-    full = exact.reference.logps(batch, options).logps
+    full = exact.reference.logps(train_batch, options).logps
     assert not torch.equal(got.logps, full)  # the weights were really rounded
     torch.testing.assert_close(got.logps, full, rtol=1e-2, atol=0.5)
 
