@@ -88,6 +88,11 @@ def iterate(
     base_sampling = gen_sampling if isinstance(gen_sampling, SamplingSettings) else SamplingSettings(**gen_sampling)
     if isinstance(gen.get("pairs"), dict):
         gen["pairs"] = PairSettings(**gen["pairs"])
+    if getattr(gen.get("pairs"), "rule", None) == "ranking" and fit_config is None:
+        raise ValueError(
+            "generate.pairs.rule ranking writes rankings: give a fit_config that reads them (data: "
+            "RankingDataModule, model.loss.type: plackett_luce) and exports the policy (HFExportCallback)"
+        )
 
     rows = [_round_zero(root, model, evaluation)]
     policy = model
@@ -96,7 +101,8 @@ def iterate(
         done = folder / ROUND_FILE
         if done.is_file():
             row = json.loads(done.read_text(encoding="utf-8"))
-            print(f"round {r}: done ({row['pairs']} pairs, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f})")
+            made = _made({"counts": row["pair_counts"]})
+            print(f"round {r}: done ({made}, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f})")
         else:
             row = _run_round(
                 r, folder, policy, model, reference, gen, base_sampling, evaluation, fit_config, fit_args, seed
@@ -162,7 +168,7 @@ def _run_round(
             str(seed + r),
             *(fit_args or []),
         ]
-        print(f"round {r}: DPO from {policy} (reference {ref}) on {generated['counts']['pairs']} pairs", flush=True)
+        print(f"round {r}: DPO from {policy} (reference {ref}) on {_made(generated)}", flush=True)
         fit(argv)
     if not (export / "config.json").is_file():
         raise RuntimeError(f"round {r}: the fit left no {export}; its config must export the policy (HFExportCallback)")
@@ -175,18 +181,23 @@ def _run_round(
         "round": r,
         "policy": source,
         "reference": ref,
-        "pairs": generated["counts"]["pairs"],
+        "pairs": generated["counts"]["rankings"] or generated["counts"]["pairs"],  # or rankings, under rule ranking
         "pair_counts": generated["counts"],
         **_figures(result[-1]),
     }
     atomic_write(folder / ROUND_FILE, json.dumps(row, indent=1).encode())
-    print(f"round {r}: {row['pairs']} pairs, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f}", flush=True)
+    print(f"round {r}: {_made(generated)}, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f}", flush=True)
     return row
 
 
 def _figures(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("reward_mean", "reward_sem", "kl_mean", "kl_sem", "mean_tokens", "eos_fraction")
     return {k: row[k] for k in keys}
+
+
+def _made(generated: dict[str, Any]) -> str:
+    counts = generated["counts"]
+    return f"{counts['rankings']} rankings" if counts.get("rankings") else f"{counts['pairs']} pairs"
 
 
 def _write_rounds(root: Path, rows: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ Iterative DPO (``lightning-dpo iterate``) chains generate, fit and evaluate in `
 
 from lightning_dpo.onpolicy.generate import generate_pairs
 from lightning_dpo.onpolicy.online import OnlineDPOModule
-from lightning_dpo.onpolicy.pairing import Pair, PairCounts, PairSettings, pair_group, pair_groups
+from lightning_dpo.onpolicy.pairing import Pair, PairCounts, PairSettings, pair_group, pair_groups, rank_group
 from lightning_dpo.onpolicy.sampling import SampleGroup, sample_groups
 from lightning_dpo.onpolicy.scoring import Scorer, ScoringError, ScoringSettings
 
@@ -27,5 +27,6 @@ __all__ = [
     "generate_pairs",
     "pair_group",
     "pair_groups",
+    "rank_group",
     "sample_groups",
 ]

@@ -17,7 +17,9 @@
   merges the parts into one dataset.
 - **Output.** ``PreferenceDataModule`` reads the pairs file as it is: ``prompt``, ``chosen``, ``rejected``
   (strings, or message lists for conversations), plus ``chosen_score``, ``rejected_score``,
-  ``prompt_index``, ``model`` and ``seed`` in every record. Beside it, not read as data: ``.meta.yaml``
+  ``prompt_index``, ``model`` and ``seed`` in every record. Under ``pairs.rule: ranking`` each record is
+  one prompt's ranking instead, ``prompt``, ``completions`` (best first) and ``scores``, which
+  ``RankingDataModule`` reads as it is (text prompts only, as rankings are). Beside it, not read as data: ``.meta.yaml``
   (every setting, the counts of what was paired and skipped, the files) and ``.samples.jsonl.gz`` (all K
   samples of every prompt with their scores, to re-pair or compute Best-of-N without sampling again).
 
@@ -48,7 +50,7 @@ from lightning_dpo.embedded import DEFAULT_DATASET, resolve_model
 from lightning_dpo.evaluation.generation import SamplingSettings, preserved_rng
 from lightning_dpo.models import disable_dropout, load_causal_lm, load_tokenizer
 from lightning_dpo.namespace import pl, submodule
-from lightning_dpo.onpolicy.pairing import PairCounts, PairSettings, pair_group
+from lightning_dpo.onpolicy.pairing import PairCounts, PairSettings, pair_group, rank_group
 from lightning_dpo.onpolicy.sampling import check_room, context_length, derive_seed, sample_groups
 from lightning_dpo.onpolicy.scoring import Scorer, ScoringSettings
 from lightning_dpo.storage import append_records, atomic_write, atomic_write_with, complete_records
@@ -251,7 +253,8 @@ def generate_pairs(
             instead of a reward.
         on_invalid: A NaN / None reward, or a judge that fails: ``error`` (stop, naming the prompt) or ``skip``
             (leave the sample out, counted).
-        pairs: The pair rule: best vs worst of the K (default), or every pair with a margin of at least m.
+        pairs: The pair rule: best vs worst of the K (default), every pair with a margin of at least m, or
+            ``ranking``: each prompt's K samples as one ranking (``RankingDataModule``, ``plackett_luce``).
         sampling: Hugging Face ``generate`` settings and the seed (the default: temperature 1, no top-p/top-k).
         max_prompt_length: Prompts keep their last tokens, as training does; use the value you will train with.
         system_prompt: Put in front of every prompt, as ``data.system_prompt`` does.
@@ -284,6 +287,11 @@ def generate_pairs(
     prompt_set = read_and_check_prompts(
         prompts, split, tok, model_path, num_prompts, max_prompt_length, system_prompt, chat_template, columns, sampling
     )
+    if pairs.rule == "ranking" and any(isinstance(p.prompt, list) for p in prompt_set.prompts):
+        raise ValueError(
+            f"pairs.rule ranking: {describe_dataset(prompts)} holds conversational prompts, and rankings are text "
+            "only (RankingDataModule); use rule best_vs_worst or margin, or text prompts"
+        )
     settings = {
         "model": model,
         "tokenizer": tokenizer or model,
@@ -462,6 +470,21 @@ def merge(
         samples = groups[prompt.index]["samples"]
         scores = [s["score"] for s in samples]
         usable = [s["finished"] and bool(s["text"].strip()) for s in samples]
+        if rule.rule == "ranking":
+            order, group_counts = rank_group(scores, usable)
+            counts = counts + group_counts
+            if order:
+                records.append(
+                    {
+                        "prompt": prompt.prompt,
+                        "completions": [samples[i]["text"] for i in order],
+                        "scores": [samples[i]["score"] for i in order],
+                        "prompt_index": prompt.index,
+                        "model": settings["model"],
+                        "seed": settings["sampling"]["seed"],
+                    }
+                )
+            continue
         found, group_counts = pair_group(scores, usable, rule, keys=[s["text"] for s in samples])
         counts = counts + group_counts
         for pair in found:
@@ -493,13 +516,14 @@ def merge(
         files["meta"], yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).encode()
     )  # last: the run is done
     shutil.rmtree(files["parts"], ignore_errors=True)
+    made = "rankings" if rule.rule == "ranking" else "pairs"
     print(
-        f"wrote {files['pairs']}: {counts.summary()}; sampled {throughput['prompts']} prompts x "
+        f"wrote {files['pairs']}: {counts.summary(made)}; sampled {throughput['prompts']} prompts x "
         f"{settings['samples_per_prompt']} in {throughput['seconds']} s ({throughput['prompts_per_s']} prompts/s on "
         f"{throughput['devices']} device(s))",
         flush=True,
     )
-    _require_pairs(counts, settings)
+    _require_pairs(counts, settings, made)
     return {
         "counts": counts.to_dict(),
         "throughput": throughput,
@@ -531,9 +555,9 @@ def _write_gzip_lines(path: str, lines: list[dict[str, Any]]) -> None:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def _require_pairs(counts: PairCounts, settings: dict[str, Any]) -> None:
-    """No pair at all is an error that says why (the files stay, for inspection)."""
-    if counts.pairs:
+def _require_pairs(counts: PairCounts, settings: dict[str, Any], made: str = "pairs") -> None:
+    """No pair (or ranking) at all is an error that says why (the files stay, for inspection)."""
+    if getattr(counts, made):
         return
     hint = ""
     if counts.unusable and counts.unusable >= counts.samples - counts.unscored:
@@ -542,6 +566,12 @@ def _require_pairs(counts: PairCounts, settings: dict[str, Any]) -> None:
             "(or empty); a model that never emits its EOS token cannot make pairs: raise max_new_tokens, or check "
             "the tokenizer's EOS"
         )
+    elif counts.partial:
+        hint = (
+            " A ranking keeps all K samples, and some of every prompt's were cut at max_new_tokens, empty or "
+            "unscored: raise max_new_tokens, or use rule best_vs_worst"
+        )
     elif counts.all_equal or counts.ties:
         hint = " Every prompt's samples scored the same: sample more per prompt, or use a finer reward"
-    raise ValueError(f"no preference pairs: {counts.summary()}.{hint}")
+    what = "preference pairs" if made == "pairs" else "rankings"
+    raise ValueError(f"no {what}: {counts.summary(made)}.{hint}")

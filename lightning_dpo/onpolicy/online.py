@@ -84,6 +84,11 @@ class OnlineDPOModule(DPOModule):
         scoring = as_settings(ScoringSettings, scoring, "OnlineDPOModule(scoring=...)")
         sampling = as_settings(SamplingSettings, sampling, "OnlineDPOModule(sampling=...)")
         pairs = as_settings(PairSettings, pairs, "OnlineDPOModule(pairs=...)")
+        if pairs.rule == "ranking":
+            raise ValueError(
+                "pairs.rule ranking writes rankings files (lightning-dpo generate); online DPO trains on pairs: "
+                "use best_vs_worst or margin"
+            )
         if samples_per_prompt < 2:
             raise ValueError(f"samples_per_prompt must be at least 2 to make a pair, got {samples_per_prompt}")
         super().__init__(*args, **kwargs)

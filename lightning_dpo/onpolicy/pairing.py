@@ -12,6 +12,10 @@ whether the sample may be paired at all (``usable``: offline pairs leave out sam
 - ``margin``: every pair (i, j) whose score margin is at least ``margin`` (and above 0), the higher-scored
   sample chosen. Equal scores are ``ties`` and smaller margins ``below_margin``; both are counted and
   skipped. A group whose usable samples all score the same is also counted in ``all_equal``.
+- ``ranking``: no pairs; the group's K samples best first, as one ranking for ``RankingDataModule`` and the
+  ``plackett_luce`` loss (:func:`rank_group`). A ranking keeps all K, so a group with an unusable or
+  unscored sample gives none (``partial``), and neither does one whose samples all score the same. Equal
+  scores inside a ranking are ties, which the loss handles (``data/groups.py``).
 
 Nothing is dropped silently: :class:`PairCounts` says what every sample and group became.
 """
@@ -22,7 +26,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, NamedTuple
 
-PairRule = Literal["best_vs_worst", "margin"]
+PairRule = Literal["best_vs_worst", "margin", "ranking"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class PairSettings:
 
     rule: PairRule = "best_vs_worst"
     """``best_vs_worst``: one pair per prompt, its best-scored sample against its worst. ``margin``: every pair
-    of samples whose scores differ by at least ``margin``."""
+    of samples whose scores differ by at least ``margin``. ``ranking`` (``lightning-dpo generate`` only): each
+    prompt's K samples as one ranking with their scores, for ``RankingDataModule`` and ``plackett_luce``."""
     margin: float = 0.0
     """The smallest score margin of a pair under ``rule: margin``; pairs with equal scores are never made."""
     ties: Literal["skip", "first"] = "skip"
@@ -39,14 +44,18 @@ class PairSettings:
     only): pair its first sample (chosen) with its second anyway, as TRL's ``OnlineDPOTrainer`` does."""
 
     def __post_init__(self) -> None:
-        if self.rule not in ("best_vs_worst", "margin"):
-            raise ValueError(f"pairs.rule must be 'best_vs_worst' or 'margin', got {self.rule!r}")
+        if self.rule not in ("best_vs_worst", "margin", "ranking"):
+            raise ValueError(f"pairs.rule must be 'best_vs_worst', 'margin' or 'ranking', got {self.rule!r}")
         if self.ties not in ("skip", "first"):
             raise ValueError(f"pairs.ties must be 'skip' or 'first', got {self.ties!r}")
         if not self.margin >= 0:
             raise ValueError(f"pairs.margin must be >= 0, got {self.margin}")
-        if self.rule == "margin" and self.ties == "first":
-            raise ValueError("pairs.ties 'first' is TRL's rule for best_vs_worst; under rule 'margin' ties are skipped")
+        if self.rule != "best_vs_worst" and self.ties == "first":
+            raise ValueError(
+                f"pairs.ties 'first' is TRL's rule for best_vs_worst; under rule {self.rule!r} ties are not paired"
+            )
+        if self.rule == "ranking" and self.margin:
+            raise ValueError("pairs.margin goes with rule 'margin'; a ranking keeps every sample with its score")
 
 
 class Pair(NamedTuple):
@@ -82,6 +91,10 @@ class PairCounts:
     """Scored samples that may not be paired (cut at ``max_new_tokens`` without EOS, or empty)."""
     duplicates: int = 0
     """Pairs left out because the same two completions (equal ``keys``) were already paired for the prompt."""
+    rankings: int = 0
+    """Rankings made (``rule: ranking``), one per prompt."""
+    partial: int = 0
+    """Prompts left out of rankings because some of their samples, not all, are unusable or unscored."""
 
     def __add__(self, other: PairCounts) -> PairCounts:
         return PairCounts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -89,10 +102,11 @@ class PairCounts:
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
-    def summary(self) -> str:
-        """One line for people: the pairs and every reason something gave none."""
-        parts = [f"{self.pairs} pairs from {self.groups} prompts ({self.samples} samples)"]
-        for name in ("all_equal", "ties", "below_margin", "too_few", "unscored", "unusable", "duplicates"):
+    def summary(self, made: str = "pairs") -> str:
+        """One line for people: the pairs (or ``rankings``) and every reason something gave none."""
+        parts = [f"{getattr(self, made)} {made} from {self.groups} prompts ({self.samples} samples)"]
+        reasons = ("all_equal", "ties", "below_margin", "too_few", "partial", "unscored", "unusable", "duplicates")
+        for name in reasons:
             if getattr(self, name):
                 parts.append(f"{name.replace('_', ' ')}: {getattr(self, name)}")
         return "; ".join(parts)
@@ -111,6 +125,8 @@ def pair_group(
     """
     if len(scores) != len(usable) or (keys is not None and len(keys) != len(scores)):
         raise ValueError(f"{len(scores)} scores but {len(usable)} usable flags and {len(keys or scores)} keys")
+    if settings.rule == "ranking":
+        raise ValueError("rule 'ranking' makes rankings, not pairs: call rank_group")
     pairs, counts = _pair_group(scores, usable, settings)
     if keys is None or len(pairs) < 2:
         return pairs, counts
@@ -126,15 +142,41 @@ def pair_group(
     return unique, counts
 
 
-def _pair_group(
-    scores: Sequence[float | None], usable: Sequence[bool], settings: PairSettings
-) -> tuple[list[Pair], PairCounts]:
+def rank_group(scores: Sequence[float | None], usable: Sequence[bool]) -> tuple[list[int], PairCounts]:
+    """``rule: ranking``: the indices of the group's samples, best first (equal scores keep their order), and
+    its counts; ``[]`` when it gives no ranking: fewer than two usable scored samples (``too_few``), some
+    but not all (``partial``), or every score equal (``all_equal``)."""
+    if len(scores) != len(usable):
+        raise ValueError(f"{len(scores)} scores but {len(usable)} usable flags")
+    candidates, counts = _candidates(scores, usable)
+    if counts.too_few:
+        return [], counts
+    if len(candidates) < len(scores):
+        counts.partial = 1
+        return [], counts
+    values = [float(s) for s in scores]  # type: ignore[arg-type]
+    if max(values) == min(values):
+        counts.all_equal = 1
+        return [], counts
+    counts.rankings = counts.grouped = 1
+    return sorted(range(len(values)), key=lambda i: -values[i]), counts
+
+
+def _candidates(scores: Sequence[float | None], usable: Sequence[bool]) -> tuple[list[int], PairCounts]:
+    """The samples that may be paired (scored and usable), and the group's counts so far."""
     counts = PairCounts(groups=1, samples=len(scores))
     counts.unscored = sum(s is None for s in scores)
     counts.unusable = sum(s is not None and not u for s, u in zip(scores, usable))
     candidates = [i for i, (s, u) in enumerate(zip(scores, usable)) if s is not None and u]
-    if len(candidates) < 2:
-        counts.too_few = 1
+    counts.too_few = int(len(candidates) < 2)
+    return candidates, counts
+
+
+def _pair_group(
+    scores: Sequence[float | None], usable: Sequence[bool], settings: PairSettings
+) -> tuple[list[Pair], PairCounts]:
+    candidates, counts = _candidates(scores, usable)
+    if counts.too_few:
         return [], counts
     values = [float(scores[i]) for i in candidates]  # type: ignore[arg-type]
     if max(values) == min(values):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lightning_dpo.commands.iterate import build_parser, iterate
@@ -76,3 +77,10 @@ def test_reference_initial_and_the_bundled_config(tmp_path):
     config = build_parser().parse_args(["--config", str(REPO / "configs/onpolicy/iterative-polite.yaml")])
     assert config.rounds == 2 and config.reference in ("initial", "previous")
     assert config.generate["reward"] == "lightning_dpo.tasks.politeness.politeness_reward"
+
+
+def test_rankings_need_a_fit_config_that_reads_them(tmp_path):
+    generate = {**SMALL["generate"], "pairs": {"rule": "ranking"}}
+    with pytest.raises(ValueError, match="RankingDataModule, model.loss.type: plackett_luce"):
+        iterate(DEFAULT_MODEL, output_dir=str(tmp_path), rounds=1, generate=generate)
+    assert not any(tmp_path.iterdir())  # refused before round 0's evaluation

@@ -10,7 +10,7 @@ import math
 import pytest
 import yaml
 
-from lightning_dpo.data import PreferenceDataModule
+from lightning_dpo.data import PreferenceDataModule, RankingDataModule
 from lightning_dpo.embedded import DEFAULT_MODEL
 from lightning_dpo.evaluation.generation import SamplingSettings
 from lightning_dpo.onpolicy.generate import generate_pairs, output_files
@@ -19,6 +19,7 @@ from lightning_dpo.onpolicy.scoring import ScoringError
 from lightning_dpo.tasks.politeness import politeness_reward
 
 QUIET = dict(accelerator="cpu", progress=False)
+RANKING = PairSettings(rule="ranking")
 
 
 class Reward:
@@ -125,6 +126,35 @@ def test_parquet_output_with_a_judge_and_the_margin_rule(tmp_path, embedded_mode
     dm = PreferenceDataModule(dataset=str(out), tokenizer_name_or_path=str(embedded_model_dir), val_size=1)
     dm.setup("fit")
     assert len(dm.train_data) + len(dm.val_data) == counts["pairs"]
+
+
+def test_rankings_of_all_k_samples_that_the_ranking_data_module_reads(tmp_path, embedded_model_dir):
+    out = tmp_path / "rankings.jsonl"
+    summary = run(out, samples_per_prompt=4, pairs=RANKING)
+    counts, records = summary["counts"], [json.loads(line) for line in lines(out)]
+    assert counts["pairs"] == 0 and len(records) == counts["rankings"] > 0
+    assert counts["rankings"] + counts["partial"] + counts["all_equal"] + counts["too_few"] == 12
+    with gzip.open(output_files(out)["samples"], "rt") as f:
+        groups = {g["prompt_index"]: g["samples"] for g in map(json.loads, f)}
+    for r in records:
+        assert r["scores"] == sorted(r["scores"], reverse=True) and len(set(r["scores"])) > 1
+        sampled = groups[r["prompt_index"]]  # every one of the K samples, each with its own score
+        assert sorted(zip(r["completions"], r["scores"])) == sorted((s["text"], s["score"]) for s in sampled)
+    data = RankingDataModule(str(out), tokenizer_name_or_path=str(embedded_model_dir), val_size=1)
+    data.setup("fit")
+    assert len(data.train_data) + len(data.val_data) == len(records)
+    assert data.data_report["train"]["dropped"] == {}
+    batch = next(iter(data.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 * min(data.hparams.batch_size, len(data.train_data))
+
+
+def test_rankings_refuse_conversational_prompts_before_sampling(tmp_path):
+    prompts = tmp_path / "chats.jsonl"
+    prompts.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi?"}]}) + "\n")
+    template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(ValueError, match="conversational prompts, and rankings are text only"):
+        run(tmp_path / "r.jsonl", prompts=str(prompts), num_prompts=None, chat_template=template, pairs=RANKING)
+    assert not output_files(tmp_path / "r.jsonl")["parts"].exists()  # refused before any sampling
 
 
 def test_a_nan_reward_names_the_prompt_or_is_skipped_and_counted(tmp_path):

@@ -94,6 +94,11 @@ def test_precomputed_references_are_refused():
         module(reference={"mode": "precomputed"})
 
 
+def test_the_ranking_rule_is_refused():
+    with pytest.raises(ValueError, match="ranking writes rankings files.*online DPO trains on pairs"):
+        module(pairs={"rule": "ranking"})
+
+
 def test_the_command_on_two_ddp_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     args = ["--trainer.max_steps", "2", "--trainer.devices", "2", "--trainer.strategy", "ddp"]

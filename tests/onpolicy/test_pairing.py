@@ -1,10 +1,10 @@
-"""Pair rules over hand-made score groups: best vs worst, margins, ties and everything counted."""
+"""Pair rules over hand-made score groups: best vs worst, margins, rankings, ties and everything counted."""
 
 from __future__ import annotations
 
 import pytest
 
-from lightning_dpo.onpolicy.pairing import Pair, PairCounts, PairSettings, pair_group, pair_groups
+from lightning_dpo.onpolicy.pairing import Pair, PairCounts, PairSettings, pair_group, pair_groups, rank_group
 
 ALL = [True, True, True, True]
 
@@ -69,3 +69,31 @@ def test_settings_are_checked():
         PairSettings(rule="margin", margin=-1)
     with pytest.raises(ValueError, match="ties 'first'"):
         PairSettings(rule="margin", ties="first")
+    with pytest.raises(ValueError, match="ties 'first'"):
+        PairSettings(rule="ranking", ties="first")
+    with pytest.raises(ValueError, match="margin goes with rule 'margin'"):
+        PairSettings(rule="ranking", margin=0.5)
+    with pytest.raises(ValueError, match="call rank_group"):
+        pair_group([1.0, 0.0], [True, True], PairSettings(rule="ranking"))
+
+
+def test_a_ranking_orders_all_k_best_first_equals_in_their_order():
+    order, counts = rank_group([0.1, 0.9, 0.5, 0.9], ALL)
+    assert order == [1, 3, 2, 0]
+    assert counts == PairCounts(groups=1, samples=4, grouped=1, rankings=1)
+    assert counts.summary("rankings").startswith("1 rankings from 1 prompts (4 samples)")
+
+
+@pytest.mark.parametrize(
+    "scores, usable, reason",
+    [
+        ([0.3, 0.3, 0.3, 0.3], ALL, "all_equal"),
+        ([0.9, None, 0.5, 0.1], ALL, "partial"),  # a ranking keeps all K: one unscored sample drops the prompt
+        ([0.9, 0.8, 0.5, 0.1], [True, True, False, True], "partial"),
+        ([0.9, None, None, 0.1], [True, True, True, False], "too_few"),
+    ],
+)
+def test_a_group_that_gives_no_ranking_is_counted_by_its_reason(scores, usable, reason):
+    order, counts = rank_group(scores, usable)
+    assert order == [] and counts.rankings == 0 and getattr(counts, reason) == 1
+    assert f"{reason.replace('_', ' ')}: 1" in counts.summary("rankings")
