@@ -62,40 +62,38 @@ def staging_path(final: str | os.PathLike, suffix: str = "tmp") -> Path:
     return final.parent / f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.{suffix}"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], object]) -> None:
-    """Write ``data`` to ``path``: a temporary file beside it, flushed to disk, then renamed over it. ``data`` is
-    the bytes, or a function that writes them to the open file (``torch.save`` of a checkpoint, say)."""
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside ``path`` to write; on leaving the block the file is flushed to disk and
+    renamed over ``path``, so readers see the old file or the whole new one. On an error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_path(path)
     try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_with(path: str | os.PathLike, write: Callable[[str], object]) -> None:
-    """Like :func:`atomic_write`, for writers that need a file name (a Parquet writer, gzip): ``write(tmp)``
-    fills a temporary file beside ``path``, which is flushed to disk and renamed over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_path(path)
-    try:
-        write(str(tmp))
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write ``data`` to ``path`` through :func:`staged_file`. ``data`` is the bytes, or a function that writes
+    them to the open file (``torch.save`` of a checkpoint, say)."""
+    with staged_file(path) as tmp, open(tmp, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """Like :func:`atomic_write`, for writers that need a file name (a Parquet writer, gzip): ``write(tmp)``
+    fills the staged file."""
+    with staged_file(path) as tmp:
+        write(str(tmp))
 
 
 def append_records(stream: BinaryIO, records: list[dict[str, Any]]) -> None:
