@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,20 @@ def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path, monkeyp
         storage.atomic_write(path, b"new, half written")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no temporary left behind
+
+
+def test_a_writer_that_needs_a_file_name_fails_without_touching_the_old_file(tmp_path):
+    path = tmp_path / "f"
+    storage.atomic_write_with(path, lambda name: Path(name).write_bytes(b"old"))
+
+    def half_then_crash(name):
+        Path(name).write_bytes(b"new, half")
+        raise RuntimeError("the Parquet writer failed")
+
+    with pytest.raises(RuntimeError, match="Parquet writer failed"):
+        storage.atomic_write_with(path, half_then_crash)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
 def test_publish_directory_first_writer_wins_and_replace_swaps(tmp_path):
