@@ -2,7 +2,7 @@
 
 - :mod:`~lightning_dpo.onpolicy.sampling`: K samples per prompt through the evaluation library's generation.
 - :mod:`~lightning_dpo.onpolicy.scoring`: a reward or a pairwise judge, with every score checked.
-- :mod:`~lightning_dpo.onpolicy.pairing`: pure pair rules (best vs worst, margin), ties counted.
+- :mod:`~lightning_dpo.onpolicy.pairing`: pure pair rules (best vs worst, margin) and rankings, ties counted.
 - :mod:`~lightning_dpo.onpolicy.generate`: ``lightning-dpo generate``: a resumable, multi-device pairs file.
 - :mod:`~lightning_dpo.onpolicy.online`: ``OnlineDPOModule``: sample, score and pair in every training step.
 
