@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_dpo.data.collate import RankingCollator, UnpairedCollator
 from lightning_dpo.data.groups import (
     GroupTally,
+    assign_kl_completions,
     read_examples,
     to_ranking,
     to_unpaired,
@@ -107,8 +108,7 @@ class _GroupDataModule(pl.LightningDataModule):
         train = self._build("train", splits[hp.train_split])
         val = self._build("val", splits[val_name]) if val_name is not None else None
         if val is None:
-            kept, carved = carve_indices(len(train), hp.val_size, hp.seed)
-            train, val = [train[i] for i in kept], [train[i] for i in carved]
+            train, val = self._carve(train)
             self.data_report["val"] = {"carved_from_train": len(val)}
         self.train_data, self.val_data = train, val
         for split, data in (("train", train), ("val", val)):
@@ -117,6 +117,14 @@ class _GroupDataModule(pl.LightningDataModule):
             )
 
     _unit = "records"
+
+    def _carve(self, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Validation carved out of train by record, so the items one record gave (a pair made unpaired)
+        stay on one side."""
+        records = list(dict.fromkeys(i["location"] for i in items))
+        _, carved = carve_indices(len(records), self.hparams.val_size, self.hparams.seed, unit="records")
+        to_val = {records[r] for r in carved}
+        return [i for i in items if i["location"] not in to_val], [i for i in items if i["location"] in to_val]
 
     def _build(self, split: str, rows) -> list[dict[str, Any]]:
         tally = GroupTally()
@@ -235,7 +243,9 @@ class UnpairedDataModule(_GroupDataModule):
         batch_size: Examples per device per step (each is two sequences: its own completion and the KL one).
             TRL needs more than one for the KL estimate; so does this.
 
-    The other arguments are ``PreferenceDataModule``'s; ``seed`` also fixes the KL completions.
+    The other arguments are ``PreferenceDataModule``'s; ``seed`` also fixes the KL completions. A validation
+    set carved out of train (``val_size``) is counted in records: a pair made unpaired stays on one side, and
+    each side takes its KL completions from itself.
     """
 
     collator = UnpairedCollator
@@ -251,11 +261,23 @@ class UnpairedDataModule(_GroupDataModule):
         return to_unpaired(row, location, self.hparams.columns, unpair=self.hparams.unpair)
 
     def _tokenize(self, examples: list, tally: GroupTally, split: str) -> list[dict[str, Any]]:
-        seed = self.hparams.seed + (0 if split == "train" else 1)
-        items = tokenize_unpaired(examples, self.tokenizer, self._token_settings, tally, seed=seed)
-        desirable = sum(i["label"] for i in items)
-        self.data_report.setdefault("labels", {})[split] = {
-            "desirable": desirable,
-            "undesirable": len(items) - desirable,
-        }
+        items = tokenize_unpaired(examples, self.tokenizer, self._token_settings, tally, seed=self._kl_seed(split))
+        self._report_labels(split, items)
         return items
+
+    def _carve(self, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """As for every group data module (by record); then each side takes its KL completions from itself
+        again, so no validation example lends its completion to a training one."""
+        train, val = super()._carve(items)
+        for split, part in (("train", train), ("val", val)):
+            assign_kl_completions(part, self._token_settings.max_length, self._kl_seed(split))
+            self._report_labels(split, part)
+        return train, val
+
+    def _kl_seed(self, split: str) -> int:
+        return self.hparams.seed + (0 if split == "train" else 1)
+
+    def _report_labels(self, split: str, items: list[dict[str, Any]]) -> None:
+        desirable = sum(i["label"] for i in items)
+        labels = {"desirable": desirable, "undesirable": len(items) - desirable}
+        self.data_report.setdefault("labels", {})[split] = labels

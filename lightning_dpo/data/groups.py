@@ -349,12 +349,18 @@ def tokenize_unpaired(
                     "truncated": truncated,
                 }
             )
+    assign_kl_completions(items, settings.max_length, seed)
+    return items
+
+
+def assign_kl_completions(items: list[dict[str, Any]], max_length: int, seed: int) -> None:
+    """Set each item's ``kl_completion_input_ids`` to another item's completion (cut to fit ``max_length``
+    after its own prompt), by a seeded derangement of ``items``: a shuffled cycle, so none gets its own."""
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     for i, j in zip(order, order[1:] + order[:1]):  # each example takes the next one's completion in the cycle
-        room = max(settings.max_length - len(items[i]["prompt_input_ids"]), 1)
+        room = max(max_length - len(items[i]["prompt_input_ids"]), 1)
         items[i]["kl_completion_input_ids"] = items[j]["completion_input_ids"][:room]
-    return items
 
 
 def _tokens(location: str, ids, settings: TokenSettings, tokenizer: PreTrainedTokenizerBase, tally: GroupTally):

@@ -145,3 +145,23 @@ def test_data_modules_report_and_batch(tmp_path, tiny_model_dir):
     unpaired = UnpairedDataModule(str(tmp_path), tokenizer_name_or_path=str(tiny_model_dir), batch_size=2)
     with pytest.raises(ValueError, match="no usable records"):
         unpaired.setup("fit")  # rankings are not unpaired records: every one skipped, and said so
+
+
+def test_carved_validation_keeps_each_pair_on_one_side_and_kl_completions_within_their_split(tmp_path, tiny_model_dir):
+    from lightning_dpo.data.group_datamodule import UnpairedDataModule
+
+    rows = [{"prompt": f"Q{i}?", "chosen": f" yes {i}", "rejected": f" no {i}"} for i in range(20)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = UnpairedDataModule(str(tmp_path), tokenizer_name_or_path=str(tiny_model_dir), batch_size=2, val_size=5)
+    data.setup("fit")
+    train, val = data.train_data, data.val_data
+    assert (len(train), len(val)) == (30, 10)  # 15 and 5 pairs, each pair's two examples on one side
+    assert not {i["location"] for i in train} & {i["location"] for i in val}
+    for split in (train, val):
+        owns = [tuple(i["completion_input_ids"]) for i in split]
+        kls = [tuple(i["kl_completion_input_ids"]) for i in split]
+        assert sorted(kls) == sorted(owns) and all(a != b for a, b in zip(owns, kls))  # a derangement of the split
+    assert data.data_report["labels"] == {
+        "train": {"desirable": 15, "undesirable": 15},
+        "val": {"desirable": 5, "undesirable": 5},
+    }
