@@ -22,7 +22,7 @@ from lightning_dpo.data import cache
 from lightning_dpo.data.arrow import column
 from lightning_dpo.data.collate import PreferenceCollator
 from lightning_dpo.data.formats import check_columns
-from lightning_dpo.data.indexed import IndexedPairs, tokens_fingerprint
+from lightning_dpo.data.indexed import IndexedPairs, rank_share, tokens_fingerprint
 from lightning_dpo.data.lint import lint_split
 from lightning_dpo.data.pipeline import SplitSource, build_split, first_bad_record
 from lightning_dpo.data.report import flatten_report, marked_example, skipped_warning, split_report
@@ -412,16 +412,10 @@ class PreferenceDataModule(pl.LightningDataModule):
         return found
 
     def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-        """Batches of this rank's share of all pairs (every ``world_size``-th, from ``rank``), in order.
-
-        Every rank gets the same number of pairs (a short share repeats its first pairs, whose values are
-        simply computed twice), so sharded models, whose forward passes are collective, stay in step.
-        """
+        """Batches of this rank's share of all pairs, in order (:func:`~lightning_dpo.data.indexed.rank_share`:
+        every rank gets the same number, so sharded models stay in step)."""
         everything = ConcatDataset([IndexedPairs(self.train_data), IndexedPairs(self.val_data, len(self.train_data))])
-        share = list(range(rank, len(everything), world_size))
-        per_rank = -(-len(everything) // world_size)
-        share += (share or [0]) * (per_rank - len(share))
-        return self._loader(Subset(everything, share[:per_rank]), batch_size)
+        return self._loader(Subset(everything, rank_share(len(everything), rank, world_size)), batch_size)
 
 
 class NoUsablePairs(UserError, ValueError):

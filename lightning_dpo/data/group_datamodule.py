@@ -29,6 +29,7 @@ from lightning_dpo.data.groups import (
     tokenize_rankings,
     tokenize_unpaired,
 )
+from lightning_dpo.data.indexed import rank_share
 from lightning_dpo.data.sources import read_splits
 from lightning_dpo.data.splits import carve_indices, find_validation
 from lightning_dpo.data.truncation import TokenSettings, TruncationMode
@@ -197,10 +198,9 @@ class _GroupDataModule(pl.LightningDataModule):
 
     def pair_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         everything = _Items(self.train_data + self.val_data)
-        share = list(range(rank, len(everything), world_size))
-        per_rank = -(-len(everything) // world_size)
-        share += (share or [0]) * (per_rank - len(share))
-        return self._loader(torch.utils.data.Subset(everything, share[:per_rank]), batch_size)
+        return self._loader(
+            torch.utils.data.Subset(everything, rank_share(len(everything), rank, world_size)), batch_size
+        )
 
 
 class RankingDataModule(_GroupDataModule):

@@ -43,6 +43,15 @@ class IndexedPairs(Dataset):
         ]
 
 
+def rank_share(n: int, rank: int, world_size: int) -> list[int]:
+    """This rank's indices of ``n`` rows: every ``world_size``-th from ``rank``, a short share topped up with
+    its first rows (their values are simply computed twice), so every rank gets ``ceil(n / world_size)`` and
+    sharded models, whose forward passes are collective, stay in step."""
+    share = list(range(rank, n, world_size))
+    per_rank = -(-n // world_size)
+    return (share + (share or [0]) * per_rank)[:per_rank]
+
+
 def tokens_fingerprint(*splits: datasets.Dataset) -> str:
     """sha256 of every pair's token ids, split by split, in row order: it changes with the data and with
     every setting that changes tokens (tokenizer, template, truncation, lengths)."""
