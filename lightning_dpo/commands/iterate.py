@@ -101,7 +101,7 @@ def iterate(
         done = folder / ROUND_FILE
         if done.is_file():
             row = json.loads(done.read_text(encoding="utf-8"))
-            made = _made({"counts": row["pair_counts"]})
+            made = _made(row["pair_counts"])
             print(f"round {r}: done ({made}, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f})")
         else:
             row = _run_round(
@@ -168,7 +168,7 @@ def _run_round(
             str(seed + r),
             *(fit_args or []),
         ]
-        print(f"round {r}: DPO from {policy} (reference {ref}) on {_made(generated)}", flush=True)
+        print(f"round {r}: DPO from {policy} (reference {ref}) on {_made(generated['counts'])}", flush=True)
         fit(argv)
     if not (export / "config.json").is_file():
         raise RuntimeError(f"round {r}: the fit left no {export}; its config must export the policy (HFExportCallback)")
@@ -186,7 +186,8 @@ def _run_round(
         **_figures(result[-1]),
     }
     atomic_write(folder / ROUND_FILE, json.dumps(row, indent=1).encode())
-    print(f"round {r}: {_made(generated)}, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f}", flush=True)
+    made = _made(generated["counts"])
+    print(f"round {r}: {made}, reward {row['reward_mean']:.3f}, KL {row['kl_mean']:.2f}", flush=True)
     return row
 
 
@@ -195,8 +196,8 @@ def _figures(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in keys}
 
 
-def _made(generated: dict[str, Any]) -> str:
-    counts = generated["counts"]
+def _made(counts: dict[str, int]) -> str:
+    """What a round's generation made, for people: "84 pairs" or "15 rankings"."""
     return f"{counts['rankings']} rankings" if counts.get("rankings") else f"{counts['pairs']} pairs"
 
 
